@@ -1,0 +1,27 @@
+{
+  "targets": [
+    {
+      "target_name": "lazyrestore",
+      "sources": [
+        "native/src/addon.cc",
+        "native/src/errors.cc",
+        "native/src/uffd.cc",
+        "native/src/page_service.cc",
+        "native/src/page_service_lazymap.cc",
+        "native/src/page_service_loop.cc",
+        "native/src/page_service_source.cc",
+        "native/src/ptrace.cc",
+        "native/src/ptrace_ops.cc",
+        "native/src/ptrace_state.cc",
+        "native/src/pidfd.cc",
+        "native/src/probe.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "_GNU_SOURCE"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++20", "-fexceptions", "-Wall", "-Wextra", "-O2"],
+      "ldflags": ["-pthread"]
+    }
+  ]
+}

@@ -1,0 +1,246 @@
+/**
+ * Memory of a frozen process (proc(5) /proc/<pid>/smaps, pagemap, mem and map_files; mmap(2)): a record per
+ * VMA, the runs of private pages to store (pagemap-guided: present or swapped anonymous pages, copied-on-write
+ * pages of private file mappings; absent pages are zero and never read), and the shared anonymous objects the
+ * process maps, each dumped once for the whole tree from its shmem file.
+ */
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import {
+  PAGE_SIZE,
+  PM_HI,
+  privatePageRuns,
+  type PagemapFile,
+  type PageRun,
+  type SmapsVma,
+  type VmFlag,
+} from '../proc/index.js';
+import type { Problem } from '../errors.js';
+import type { VmaContent, VmaRecord } from './image.js';
+
+/** The largest piece of memory read with one pread (and handed to the store in one addPages). */
+export const READ_PAGES = 2048;
+const SPECIAL_CONTENT: Record<string, VmaContent> = { vdso: 'vdso', vvar: 'vvar', vvar_vclock: 'vvar_vclock' };
+/** VmFlags that mean the memory is not plain pages the restore can place. */
+const REFUSED_FLAGS: Record<string, string> = {
+  ht: 'hugetlb memory (restore of hugetlbfs mappings is not implemented)',
+  ss: 'a shadow stack',
+  um: 'registered with a userfaultfd of the process (missing mode)',
+  uw: 'registered with a userfaultfd of the process (write-protect mode)',
+  ui: 'registered with a userfaultfd of the process (minor mode)',
+  pf: 'device memory (VM_PFNMAP)',
+  io: 'memory-mapped I/O (VM_IO)',
+  mm: 'a driver mapping (VM_MIXEDMAP)',
+};
+/** Flags derived from other fields of the record, left out of vmFlags. */
+const DERIVED_FLAGS = new Set(['rd', 'wr', 'ex', 'sh', 'ms', 'gd', 'ac', 'sd']);
+
+/** A shared anonymous object one process maps: where to read it from while the tree is frozen. */
+export interface ShmemRef {
+  id: string;
+  size: number;
+  pid: number;
+  /** /proc/<pid>/map_files/<start>-<end> of one VMA mapping it. */
+  path: string;
+}
+
+export interface MemoryPlan {
+  pid: number;
+  vmas: VmaRecord[];
+  problems: Problem[];
+  /** Private pages to store under mm:<pid>, ascending. */
+  runs: PageRun[];
+  pages: number;
+  shmem: ShmemRef[];
+  /** Sizes of [vdso], [vvar], [vvar_vclock]. */
+  specials: Array<{ name: string; size: number }>;
+}
+
+export function hexRange(v: { start: number; end: number }): string {
+  return `0x${v.start.toString(16)}-0x${v.end.toString(16)}`;
+}
+
+function mapFilesPath(pid: number, v: { start: number; end: number }): string {
+  return `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
+}
+
+function prot(v: SmapsVma): number {
+  return (v.read ? 1 : 0) | (v.write ? 2 : 0) | (v.exec ? 4 : 0);
+}
+
+function baseRecord(v: SmapsVma, content: VmaContent): VmaRecord {
+  const rec: VmaRecord = {
+    start: v.start,
+    end: v.end,
+    prot: prot(v),
+    shared: v.shared,
+    growsDown: v.vmFlags.has('gd'),
+    kind: v.kind === 'other' && v.anonName !== null ? 'anon' : v.kind,
+    offset: v.offset,
+    content,
+    vmFlags: [...v.vmFlags].filter((f) => !DERIVED_FLAGS.has(f)).sort(),
+  };
+  if (v.anonName !== null) rec.anonName = v.anonName;
+  return rec;
+}
+
+function isAnon(v: SmapsVma): boolean {
+  return v.kind === 'anon' || v.kind === 'heap' || v.kind === 'stack' || (v.kind === 'other' && v.anonName !== null);
+}
+
+type VmaPlan =
+  | { record: VmaRecord; runs?: boolean; shmem?: ShmemRef; special?: boolean }
+  | { problem: string }
+  | { skip: true };
+
+function planFile(pid: number, v: SmapsVma): VmaPlan {
+  if (v.deleted) return { problem: `maps the unlinked file ${v.path}` };
+  let st;
+  try {
+    st = statSync(mapFilesPath(pid, v), { bigint: true });
+  } catch (e) {
+    return { problem: `maps ${v.path}, which cannot be identified (${String(e)})` };
+  }
+  if ((Number(st.mode) & 0o170000) !== 0o100000) return { problem: `maps ${v.path}, which is not a regular file` };
+  const file = { path: v.path, dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size) };
+  try {
+    const here = statSync(`/proc/${pid}/root${v.path}`, { bigint: true });
+    if (Number(here.dev) !== file.dev || Number(here.ino) !== file.ino)
+      return { problem: `maps ${v.path}, but that path now names another file (renamed or replaced)` };
+  } catch {
+    return { problem: `maps ${v.path}, which no longer exists at that path` };
+  }
+  return { record: { ...baseRecord(v, 'file'), file }, runs: !v.shared };
+}
+
+function planShmem(pid: number, v: SmapsVma): VmaPlan {
+  if (/^\/SYSV[0-9a-f]{8}$/.test(v.path)) return { problem: `is System V shared memory (${v.path})` };
+  const path = mapFilesPath(pid, v);
+  let st;
+  try {
+    st = statSync(path, { bigint: true });
+  } catch (e) {
+    return { problem: `is shared anonymous memory that cannot be identified (${String(e)})` };
+  }
+  const id = String(st.ino);
+  const shmem: ShmemRef = { id, size: Number(st.size), pid, path };
+  return { record: { ...baseRecord(v, 'shmem'), shmem: id }, shmem };
+}
+
+function planVma(pid: number, v: SmapsVma): VmaPlan {
+  if (v.kind === 'vsyscall') return { skip: true }; // the kernel's fixed page; every process gets the same one
+  for (const [flag, what] of Object.entries(REFUSED_FLAGS)) {
+    if (v.vmFlags.has(flag as VmFlag) && !(flag === 'pf' && SPECIAL_CONTENT[v.kind])) return { problem: `is ${what}` };
+  }
+  if (v.sizes.KernelPageSize !== PAGE_SIZE) return { problem: `has ${v.sizes.KernelPageSize}-byte pages (hugetlb)` };
+  const special = SPECIAL_CONTENT[v.kind];
+  if (special) return { record: baseRecord(v, special), special: true };
+  if (v.kind === 'memfd') return { problem: `maps a memfd (${v.path})` };
+  if (v.kind === 'shmem') return v.shared ? planShmem(pid, v) : { problem: `is a private mapping of ${v.path}` };
+  if (v.kind === 'file') return planFile(pid, v);
+  if (isAnon(v)) {
+    if (v.shared) return { problem: 'is shared anonymous memory of an unknown kind' };
+    return { record: baseRecord(v, 'anon'), runs: true };
+  }
+  return { problem: `is ${v.path || 'an unnamed special mapping'}, which cannot be recreated` };
+}
+
+/**
+ * The plan for one process's memory: records, refusals, and (with `pagemap`) the private page runs. Without a
+ * pagemap (the preflight on a live process) only the records and refusals are computed.
+ */
+export function planMemory(pid: number, vmas: SmapsVma[], pagemap?: PagemapFile): MemoryPlan {
+  const plan: MemoryPlan = { pid, vmas: [], problems: [], runs: [], pages: 0, shmem: [], specials: [] };
+  for (const v of vmas) {
+    const p = planVma(pid, v);
+    if ('skip' in p) continue;
+    if ('problem' in p) {
+      const what = `mapping ${hexRange(v)}`;
+      plan.problems.push({ code: 'UNSUPPORTED_MAPPING', pid, what, message: `process ${pid}: ${what} ${p.problem}` });
+      continue;
+    }
+    plan.vmas.push(p.record);
+    if (p.special) plan.specials.push({ name: v.kind, size: v.end - v.start });
+    if (p.shmem) plan.shmem.push(p.shmem);
+    if (p.runs && pagemap) {
+      if (pagemap.scan(v.start, v.end, (hi) => (hi & PM_HI.guard) !== 0).length > 0) {
+        const what = `mapping ${hexRange(v)}`;
+        const message = `process ${pid}: ${what} has guard regions (MADV_GUARD_INSTALL), which restore cannot recreate`;
+        plan.problems.push({ code: 'UNSUPPORTED_MAPPING', pid, what, message });
+        continue;
+      }
+      for (const run of privatePageRuns(pagemap, v)) {
+        plan.runs.push(run);
+        plan.pages += run.pages;
+      }
+    }
+  }
+  return plan;
+}
+
+/** A piece of page data on its way to the store. */
+export interface PagePiece {
+  mmId: string;
+  address: number;
+  data: Buffer;
+  /** One byte per page, 0 = absent (shared objects: all-zero pages are left out). */
+  present?: Uint8Array;
+}
+
+/** Reads exactly `buf.length` bytes at `pos` (a short read means the memory is gone: an error). */
+function preadFully(fd: number, buf: Buffer, pos: number, what: string): number {
+  let got = 0;
+  while (got < buf.length) {
+    const n = readSync(fd, buf, got, buf.length - got, pos + got);
+    if (n === 0) break;
+    got += n;
+  }
+  if (got !== buf.length && what !== '') throw new Error(`${what}: short read at 0x${(pos + got).toString(16)}`);
+  return got;
+}
+
+/** The private pages of a plan, read from /proc/<pid>/mem in pieces of at most READ_PAGES pages. */
+export function* readPrivatePages(plan: MemoryPlan, mmId: string): Generator<PagePiece> {
+  if (plan.runs.length === 0) return;
+  const fd = openSync(`/proc/${plan.pid}/mem`, 'r');
+  try {
+    for (const run of plan.runs) {
+      for (let done = 0; done < run.pages; done += READ_PAGES) {
+        const pages = Math.min(READ_PAGES, run.pages - done);
+        const address = run.start + done * PAGE_SIZE;
+        const data = Buffer.allocUnsafe(pages * PAGE_SIZE);
+        preadFully(fd, data, address, `/proc/${plan.pid}/mem`);
+        yield { mmId, address, data };
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
+
+/**
+ * The pages of a shared anonymous object, read through its shmem file (reads of holes return zeros without
+ * allocating). Zero pages are absent in the image: for shared anonymous memory both mean "zero".
+ */
+export function* readShmemPages(ref: ShmemRef, mmId: string): Generator<PagePiece> {
+  const fd = openSync(ref.path, 'r');
+  try {
+    for (let off = 0; off < ref.size; off += READ_PAGES * PAGE_SIZE) {
+      const len = Math.ceil(Math.min(READ_PAGES * PAGE_SIZE, ref.size - off) / PAGE_SIZE) * PAGE_SIZE;
+      const data = Buffer.alloc(len);
+      preadFully(fd, data, off, '');
+      const present = new Uint8Array(len / PAGE_SIZE);
+      let any = false;
+      for (let i = 0; i < present.length; i++) {
+        if (data.compare(ZERO_PAGE, 0, PAGE_SIZE, i * PAGE_SIZE, (i + 1) * PAGE_SIZE) !== 0) {
+          present[i] = 1;
+          any = true;
+        }
+      }
+      if (any) yield { mmId, address: off, data, present };
+    }
+  } finally {
+    closeSync(fd);
+  }
+}

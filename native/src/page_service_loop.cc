@@ -1,0 +1,793 @@
+// The page service's fault loop (see page_service_loop.h for the threading
+// contract). Man pages: userfaultfd(2), ioctl_userfaultfd(2), epoll_wait(2),
+// epoll_ctl(2), eventfd(2), read(2), fcntl(2), sched_yield(2).
+#include "page_service_loop.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <system_error>
+
+namespace lazyrestore {
+
+namespace {
+
+// How often idle tasks are checked for a vanished mm. The kernel reports no
+// event when the process that owns a uffd exits: the uffd stays readable-
+// never and only ioctls start failing with ESRCH.
+constexpr int64_t kProbeIntervalMs = 500;
+// The probe places a zero page at the highest user page (4-level paging),
+// which is harmless: a registered, missing, non-lazy page would read as zero
+// anyway, and an unregistered or present one is left alone (ENOENT/EEXIST).
+constexpr uint64_t kProbePage = 0x7ffffffff000ULL - kPageSize;
+
+int64_t NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+std::string Hex(uint64_t v) {
+  char buf[24];
+  snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+Service::Service(Emit emit) : emit_(std::move(emit)) {
+  epfd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
+  evfd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (evfd_ < 0) {
+    int err = errno;
+    close(epfd_);
+    throw std::system_error(err, std::generic_category(), "eventfd");
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 0;  // task ids start at 1, so 0 names the eventfd
+  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, evfd_, &ev) != 0) {
+    int err = errno;
+    close(evfd_);
+    close(epfd_);
+    throw std::system_error(err, std::generic_category(), "epoll_ctl");
+  }
+}
+
+Service::~Service() {
+  if (thread_.joinable()) {
+    RequestStop(false);
+    thread_.join();
+  }
+  close(evfd_);
+  close(epfd_);
+}
+
+void Service::Start() { thread_ = std::thread(&Service::Run, this); }
+
+void Service::Join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Service::Post(Command&& cmd) {
+  {
+    std::lock_guard lock(cmd_mu_);
+    if (stop_) {
+      // The thread will not look at the queue again; an adopted fd would leak.
+      if (cmd.kind == Command::kAddTask) close(cmd.fd);
+      return;
+    }
+    cmds_.push_back(std::move(cmd));
+  }
+  uint64_t one = 1;
+  // Cannot fail short of a counter overflow, which would still leave it readable.
+  (void)!write(evfd_, &one, sizeof one);
+}
+
+uint32_t Service::AddTask(int fd, std::shared_ptr<PageSource> source) {
+  uint32_t id = next_id_.fetch_add(1);
+  source->AddListener(weak_from_this());
+  Command cmd(Command::kAddTask);
+  cmd.task = id;
+  cmd.fd = fd;
+  cmd.source = std::move(source);
+  Post(std::move(cmd));
+  return id;
+}
+
+void Service::AddLazyRange(uint32_t task, uint64_t start, uint64_t len, uint64_t origin) {
+  Command cmd(Command::kAddRange);
+  cmd.task = task;
+  cmd.a = start;
+  cmd.b = len;
+  cmd.c = origin;
+  Post(std::move(cmd));
+}
+
+void Service::ReleaseTask(uint32_t task) {
+  Command cmd(Command::kRelease);
+  cmd.task = task;
+  Post(std::move(cmd));
+}
+
+void Service::SetBackground(uint32_t task, bool enabled, uint64_t chunk_bytes) {
+  Command cmd(Command::kBackground);
+  cmd.task = task;
+  cmd.flag = enabled;
+  cmd.a = chunk_bytes;
+  Post(std::move(cmd));
+}
+
+void Service::OnSourceChanged(const PageSource* source, uint64_t origin, uint64_t len) {
+  Command cmd(Command::kSourceChanged);
+  cmd.changed = source;
+  cmd.a = origin;
+  cmd.b = len;
+  Post(std::move(cmd));
+}
+
+void Service::RequestStop(bool close_uffds) {
+  {
+    std::lock_guard lock(cmd_mu_);
+    if (stop_) return;
+    stop_ = true;
+    close_uffds_ = close_uffds;
+  }
+  uint64_t one = 1;
+  (void)!write(evfd_, &one, sizeof one);
+}
+
+std::vector<TaskStats> Service::Stats() const {
+  std::vector<TaskStats> out;
+  std::lock_guard lock(tasks_mu_);
+  for (const auto& [id, t] : tasks_) {
+    out.push_back(TaskStats{id, t->parent, t->lazy_pages.Get(), t->faults.Get(), t->copied.Get(),
+                            t->zeroed.Get(), t->ev_fork.Get(), t->ev_remap.Get(),
+                            t->ev_remove.Get(), t->ev_unmap.Get()});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const TaskStats& a, const TaskStats& b) { return a.task < b.task; });
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// The loop
+// ---------------------------------------------------------------------------
+
+void Service::Run() {
+  next_probe_ms_ = NowMs() + kProbeIntervalMs;
+  epoll_event evs[64];
+  bool stop = false;
+  while (!stop) {
+    int n = epoll_wait(epfd_, evs, 64, Timeout());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Fail(nullptr, errno, "epoll_wait", "(page service stopped)");
+      break;
+    }
+    for (int i = 0; i < n; i++) {
+      uint64_t id = evs[i].data.u64;
+      if (id == 0) {
+        uint64_t count;
+        (void)!read(evfd_, &count, sizeof count);
+        DrainCommands();
+        std::lock_guard lock(cmd_mu_);
+        stop = stop_;
+        continue;
+      }
+      Task* t = FindLive(static_cast<uint32_t>(id));
+      if (t == nullptr) continue;
+      ServeUffd(t);
+      // A uffd never reports EPOLLERR/EPOLLHUP once it is non-blocking and
+      // negotiated; if it does, reading will not clear it, so stop serving.
+      if ((evs[i].events & (EPOLLERR | EPOLLHUP)) && t->state == State::kLive) {
+        Fail(t, EPROTO, "epoll_wait", "(uffd reported EPOLLERR/EPOLLHUP; task released)");
+        t->state = State::kRelease;
+        Touch(t);
+      }
+    }
+    if (!retries_.empty()) ProcessRetries();
+    if (n == 0 && retries_.empty()) BackgroundStep();
+    ProbeLiveness();
+    FinishTasks();
+    Flush(false);
+  }
+  Shutdown();
+}
+
+int Service::Timeout() const {
+  if (!retries_.empty()) return 0;
+  for (uint32_t id : bg_tasks_) {
+    Task* t = FindLive(id);
+    if (t != nullptr && t->background && !t->bg_idle && t->lazy.lazy() > 0) return 0;
+  }
+  if (tasks_.empty()) return -1;
+  return static_cast<int>(std::max<int64_t>(0, next_probe_ms_ - NowMs()));
+}
+
+void Service::DrainCommands() {
+  std::vector<Command> cmds;
+  {
+    std::lock_guard lock(cmd_mu_);
+    cmds.swap(cmds_);
+  }
+  for (Command& cmd : cmds) Apply(cmd);
+}
+
+void Service::Apply(Command& cmd) {
+  if (cmd.kind == Command::kAddTask) return AdoptTask(cmd);
+  if (cmd.kind == Command::kSourceChanged) return RetryParked(cmd.changed);
+  // Commands for a task that has exited, completed or been released are
+  // dropped: JS learns about the first two from events.
+  Task* t = FindLive(cmd.task);
+  if (t == nullptr) return;
+  switch (cmd.kind) {
+    case Command::kAddRange:
+      t->lazy.Add(cmd.a, cmd.b, cmd.c);
+      t->ranges_added = true;
+      t->bg_idle = false;
+      break;
+    case Command::kRelease:
+      t->state = State::kRelease;
+      break;
+    case Command::kBackground:
+      t->background = cmd.flag;
+      t->chunk_pages = std::max<uint64_t>(1, cmd.a / kPageSize);
+      t->bg_idle = false;
+      if (cmd.flag && std::find(bg_tasks_.begin(), bg_tasks_.end(), t->id) == bg_tasks_.end()) {
+        bg_tasks_.push_back(t->id);
+      }
+      break;
+    default:
+      break;
+  }
+  Touch(t);
+}
+
+void Service::AdoptTask(Command& cmd) {
+  adds_seen_++;
+  auto t = std::make_unique<Task>();
+  t->id = cmd.task;
+  t->fd = cmd.fd;
+  t->source = std::move(cmd.source);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = t->id;
+  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, t->fd, &ev) != 0) {
+    int err = errno;
+    close(t->fd);
+    ServiceEvent e(EventType::kError, t->id);
+    e.err = err;
+    e.syscall = "epoll_ctl";
+    e.message = "(adding the uffd of task " + std::to_string(t->id) + "; its fd was closed)";
+    pending_.push_back(std::move(e));
+    return;
+  }
+  Task* raw = t.get();
+  {
+    std::lock_guard lock(tasks_mu_);
+    tasks_.emplace(raw->id, std::move(t));
+  }
+  Touch(raw);
+}
+
+Service::Task* Service::Find(uint32_t id) const {
+  auto it = tasks_.find(id);
+  return it == tasks_.end() ? nullptr : it->second.get();
+}
+
+Service::Task* Service::FindLive(uint32_t id) const {
+  Task* t = Find(id);
+  return t != nullptr && t->state == State::kLive ? t : nullptr;
+}
+
+void Service::Touch(Task* t) {
+  if (t->touched) return;
+  t->touched = true;
+  touched_.push_back(t->id);
+}
+
+// ---------------------------------------------------------------------------
+// Messages: faults and non-cooperative events
+// ---------------------------------------------------------------------------
+
+void Service::ServeUffd(Task* t) {
+  for (;;) {
+    ssize_t r = read(t->fd, msgs_, sizeof msgs_);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return;
+      Fail(t, errno, "read", "(uffd; task released)");
+      t->state = State::kRelease;
+      Touch(t);
+      return;
+    }
+    if (r == 0) {
+      t->state = State::kExit;
+      Touch(t);
+      return;
+    }
+    // Events first, in their order, then the faults of the batch. Reading a
+    // FORK message lets the forking task finish its fork, after which our
+    // copies into the parent succeed again but no longer reach the child
+    // (its page tables were copied before): the child's lazy state must be
+    // the parent's as of this read, before any copy for these faults. The
+    // other events likewise describe the address space the copies will meet.
+    // Every message is dispatched even once the task is dead: a FORK message
+    // carries a new fd that must still be closed.
+    size_t n = static_cast<size_t>(r) / sizeof(uffd_msg);
+    for (size_t k = 0; k < n; k++) {
+      if (msgs_[k].event != UFFD_EVENT_PAGEFAULT) Dispatch(t, msgs_[k]);
+    }
+    for (size_t k = 0; k < n; k++) {
+      if (msgs_[k].event == UFFD_EVENT_PAGEFAULT) Dispatch(t, msgs_[k]);
+    }
+    if (t->state != State::kLive) return;
+  }
+}
+
+void Service::Dispatch(Task* t, const uffd_msg& msg) {
+  if (msg.event == UFFD_EVENT_FORK) return OnFork(t, static_cast<int>(msg.arg.fork.ufd));
+  if (t->state != State::kLive) return;
+  ServiceEvent e(EventType::kError, t->id);
+  switch (msg.event) {
+    case UFFD_EVENT_PAGEFAULT: {
+      bool write = (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
+      return OnFault(t, msg.arg.pagefault.address & ~(kPageSize - 1), write, false);
+    }
+    case UFFD_EVENT_REMAP:
+      t->lazy.Move(msg.arg.remap.from, msg.arg.remap.to, msg.arg.remap.len);
+      t->ev_remap.Add(1);
+      RequeueParked(t, msg.arg.remap.from, msg.arg.remap.from + msg.arg.remap.len);
+      e = ServiceEvent(EventType::kRemap, t->id, msg.arg.remap.from, msg.arg.remap.to,
+                       msg.arg.remap.len);
+      break;
+    case UFFD_EVENT_REMOVE:
+      t->lazy.Remove(msg.arg.remove.start, msg.arg.remove.end);
+      t->ev_remove.Add(1);
+      RequeueParked(t, msg.arg.remove.start, msg.arg.remove.end);
+      e = ServiceEvent(EventType::kRemove, t->id, msg.arg.remove.start, msg.arg.remove.end);
+      break;
+    case UFFD_EVENT_UNMAP:
+      t->lazy.Drop(msg.arg.remove.start, msg.arg.remove.end);
+      t->ev_unmap.Add(1);
+      RequeueParked(t, msg.arg.remove.start, msg.arg.remove.end);
+      e = ServiceEvent(EventType::kUnmap, t->id, msg.arg.remove.start, msg.arg.remove.end);
+      break;
+    default:
+      Fail(t, EPROTO, "read", "(unknown uffd event " + std::to_string(msg.event) + ")");
+      return;
+  }
+  pending_.push_back(std::move(e));
+  Touch(t);
+}
+
+void Service::OnFault(Task* t, uint64_t page, bool write, bool need_sent) {
+  uint64_t origin = 0;
+  if (!t->lazy.IsLazy(page, &origin)) {
+    // Not lazy: never declared, REMOVE'd, a grown mremap tail, or delivered
+    // and faulting again in another thread. Anonymous memory reads zero.
+    return Resolve(t, Retry{t->id, page, write, need_sent}, Zero(t, page, kPageSize), false, false);
+  }
+  PageSource::Lookup src = t->source->Find(origin);
+  switch (src.kind) {
+    case PageSource::Kind::kData:
+      return Resolve(t, Retry{t->id, page, write, need_sent}, Copy(t, page, src.data, kPageSize),
+                     true, true);
+    case PageSource::Kind::kZero:
+      return Resolve(t, Retry{t->id, page, write, need_sent}, Zero(t, page, kPageSize), true,
+                     false);
+    case PageSource::Kind::kNone:
+      return Park(t, page, origin, write, need_sent);
+  }
+}
+
+void Service::Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_page, bool copied) {
+  switch (r.outcome) {
+    case Outcome::kDone:
+      if (lazy_page) t->lazy.Done(rq.page, 1);
+      (copied ? t->copied : t->zeroed).Add(1);
+      t->faults.Add(1);
+      break;
+    case Outcome::kExists:
+      // Already there (another thread's fault, or background): the copy did
+      // not wake anyone, so wake every waiter on the page.
+      if (lazy_page) t->lazy.Done(rq.page, 1);
+      Wake(t, rq.page, kPageSize);
+      t->faults.Add(1);
+      break;
+    case Outcome::kAgain:
+      // Events are pending (the kernel will not re-deliver this fault): the
+      // fault is retried after they have been read and applied.
+      retries_.push_back(rq);
+      return;
+    case Outcome::kNoVma:
+      // No registered VMA any more: let the thread fault again and meet the
+      // address space as it now is.
+      if (lazy_page) t->lazy.Done(rq.page, 1);
+      Wake(t, rq.page, kPageSize);
+      break;
+    case Outcome::kGone:
+      t->state = State::kExit;
+      break;
+    case Outcome::kFailed:
+      Fail(t, r.err, "ioctl",
+           std::string(copied ? "(UFFDIO_COPY" : "(UFFDIO_ZEROPAGE") + " at " + Hex(rq.page) + ")");
+      return;
+  }
+  Touch(t);
+}
+
+void Service::Park(Task* t, uint64_t page, uint64_t origin, bool write, bool need_sent) {
+  for (const Parked& p : t->parked) {
+    if (p.page == page) return;  // another thread on the same page: one need
+  }
+  t->parked.push_back(Parked{page, write});
+  if (need_sent) return;
+  ServiceEvent e(EventType::kNeed, t->id, page, origin);
+  e.write = write;
+  pending_.push_back(std::move(e));
+}
+
+void Service::OnFork(Task* t, int ufd) {
+  if (t->state != State::kLive) {
+    close(ufd);
+    return;
+  }
+  // The child's uffd inherits the creator's open flags, which need not
+  // include O_NONBLOCK; a blocking uffd reports EPOLLERR to epoll.
+  int fl = fcntl(ufd, F_GETFL);
+  if (fl < 0 || fcntl(ufd, F_SETFL, fl | O_NONBLOCK) != 0 || fcntl(ufd, F_SETFD, FD_CLOEXEC) != 0) {
+    Fail(t, errno, "fcntl", "(uffd of a forked child; child not served)");
+    close(ufd);
+    return;
+  }
+  auto child = std::make_unique<Task>();
+  child->id = next_id_.fetch_add(1);
+  child->parent = t->id;
+  child->fd = ufd;
+  child->source = t->source;
+  child->lazy = t->lazy;  // deep copy: pages missing in the parent are missing in the child
+  child->ranges_added = t->ranges_added;
+  child->background = t->background;
+  child->chunk_pages = t->chunk_pages;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = child->id;
+  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, ufd, &ev) != 0) {
+    Fail(t, errno, "epoll_ctl", "(uffd of a forked child; child not served)");
+    close(ufd);
+    return;
+  }
+  Task* raw = child.get();
+  {
+    std::lock_guard lock(tasks_mu_);
+    tasks_.emplace(raw->id, std::move(child));
+  }
+  if (raw->background) bg_tasks_.push_back(raw->id);
+  t->ev_fork.Add(1);
+  ServiceEvent e(EventType::kFork, t->id);
+  e.child = raw->id;
+  pending_.push_back(std::move(e));
+  Touch(t);
+  Touch(raw);
+}
+
+// Faults parked on pages an event just changed are re-evaluated against the
+// new state: a REMOVE'd page gets a zero page, an unmapped or moved one a
+// wake-up (the thread then faults again on the address space as it is).
+void Service::RequeueParked(Task* t, uint64_t a, uint64_t b) {
+  std::erase_if(t->parked, [&](const Parked& p) {
+    if (p.page < a || p.page >= b) return false;
+    retries_.push_back(Retry{t->id, p.page, p.write, true});
+    return true;
+  });
+}
+
+void Service::RetryParked(const PageSource* source) {
+  for (auto& [id, t] : tasks_) {
+    if (t->state != State::kLive || t->source.get() != source) continue;
+    t->bg_idle = false;
+    for (const Parked& p : t->parked) retries_.push_back(Retry{id, p.page, p.write, true});
+    t->parked.clear();
+  }
+}
+
+void Service::ProcessRetries() {
+  // EAGAIN can outlive the read of the event that caused it until the task
+  // that raised the event runs again (it clears mmap_changing itself); give
+  // it the CPU rather than spin.
+  if (retry_stalled_) sched_yield();
+  std::vector<Retry> list;
+  list.swap(retries_);
+  // Read what is pending first, so retries see the address space as it is.
+  uint32_t last = 0;
+  for (const Retry& rq : list) {
+    if (rq.task == last) continue;
+    last = rq.task;
+    if (Task* t = FindLive(rq.task)) ServeUffd(t);
+  }
+  size_t before = retries_.size();
+  for (const Retry& rq : list) {
+    if (Task* t = FindLive(rq.task)) OnFault(t, rq.page, rq.write, rq.need_sent);
+  }
+  retry_stalled_ = retries_.size() - before == list.size();
+}
+
+// ---------------------------------------------------------------------------
+// Background copy
+// ---------------------------------------------------------------------------
+
+void Service::BackgroundStep() {
+  const size_t n = bg_tasks_.size();
+  for (size_t k = 0; k < n; k++) {
+    size_t idx = (bg_next_ + k) % n;
+    Task* t = FindLive(bg_tasks_[idx]);
+    if (t == nullptr || !t->background || t->bg_idle || t->lazy.lazy() == 0) continue;
+    LazyMap::Hit hit;
+    PageSource::Lookup src;
+    if (!FindBackgroundRun(t, &hit, &src)) {
+      t->bg_idle = true;
+      continue;
+    }
+    bg_next_ = idx + 1;
+    uint64_t pages =
+        t->lazy.RunLength(hit.page, std::min(t->chunk_pages, (src.end - hit.origin) / kPageSize));
+    CopyRun(t, hit, src, pages);
+    return;
+  }
+}
+
+// The next lazy page, from the task's cursor round to where it started,
+// whose data is in memory or known zero. Holes in the source are skipped
+// whole, so a pass costs one lookup per hole, not one per page.
+bool Service::FindBackgroundRun(Task* t, LazyMap::Hit* hit, PageSource::Lookup* src) {
+  const uint64_t first = t->cursor;
+  uint64_t from = first;
+  bool wrapped = false;
+  for (;;) {
+    if (!t->lazy.NextLazy(from, hit)) {
+      if (wrapped || first == 0) return false;
+      wrapped = true;
+      from = 0;
+      continue;
+    }
+    if (wrapped && hit->page >= first) return false;
+    *src = t->source->Find(hit->origin);
+    if (src->kind != PageSource::Kind::kNone) return true;
+    const uint64_t span = hit->range_end - hit->range_start;
+    if (src->next == UINT64_MAX || src->next - hit->range_origin >= span) {
+      from = hit->range_end;
+    } else {
+      from = hit->range_start + (src->next - hit->range_origin);
+    }
+  }
+}
+
+void Service::CopyRun(Task* t, const LazyMap::Hit& hit, const PageSource::Lookup& src,
+                      uint64_t pages) {
+  const bool data = src.kind == PageSource::Kind::kData;
+  IoResult r =
+      data ? Copy(t, hit.page, src.data, pages * kPageSize) : Zero(t, hit.page, pages * kPageSize);
+  const uint64_t done = r.bytes / kPageSize;
+  if (done > 0) {
+    t->lazy.Done(hit.page, done);
+    (data ? t->copied : t->zeroed).Add(done);
+    Touch(t);
+  }
+  t->cursor = hit.page + done * kPageSize;
+  switch (r.outcome) {
+    case Outcome::kDone:
+      return;
+    case Outcome::kAgain:
+      // Partial copy or pending events: epoll reports the uffd readable and
+      // the next step resumes at the cursor.
+      if (done == 0) sched_yield();
+      return;
+    case Outcome::kExists:
+    case Outcome::kNoVma: {
+      LazyMap::Hit rest = hit;
+      rest.page += done * kPageSize;
+      rest.origin += done * kPageSize;
+      PageSource::Lookup rest_src = src;
+      if (data) rest_src.data += done * kPageSize;
+      return RunPageByPage(t, rest, rest_src, pages - done);
+    }
+    case Outcome::kGone:
+      t->state = State::kExit;
+      Touch(t);
+      return;
+    case Outcome::kFailed:
+      Fail(t, r.err, "ioctl",
+           "(background copy at " + Hex(hit.page) +
+               "; background stopped until the source changes)");
+      t->bg_idle = true;
+      return;
+  }
+}
+
+// Inside a run that hit a page already present (EEXIST) or a VMA boundary
+// (ENOENT), one page at a time finds out which pages still need data.
+void Service::RunPageByPage(Task* t, const LazyMap::Hit& hit, const PageSource::Lookup& src,
+                            uint64_t pages) {
+  const bool data = src.kind == PageSource::Kind::kData;
+  uint64_t dropped = 0;
+  for (uint64_t i = 0; i < pages; i++) {
+    const uint64_t page = hit.page + i * kPageSize;
+    uint64_t origin;
+    if (!t->lazy.IsLazy(page, &origin)) continue;
+    IoResult r =
+        data ? Copy(t, page, src.data + i * kPageSize, kPageSize) : Zero(t, page, kPageSize);
+    if (r.outcome == Outcome::kAgain) break;
+    if (r.outcome == Outcome::kGone) {
+      t->state = State::kExit;
+      break;
+    }
+    if (r.outcome == Outcome::kFailed) {
+      Fail(t, r.err, "ioctl", "(background copy at " + Hex(page) + ")");
+      t->bg_idle = true;
+      break;
+    }
+    t->lazy.Done(page, 1);
+    t->cursor = page + kPageSize;
+    if (r.outcome == Outcome::kDone) (data ? t->copied : t->zeroed).Add(1);
+    if (r.outcome == Outcome::kNoVma) dropped++;
+  }
+  Touch(t);
+  if (dropped > 0) {
+    Fail(t, ENOENT, "ioctl",
+         "(background copy: " + std::to_string(dropped) + " lazy page(s) near " + Hex(hit.page) +
+             " lie in no registered VMA; they were dropped)");
+  }
+}
+
+void Service::ProbeLiveness() {
+  int64_t now = NowMs();
+  if (now < next_probe_ms_) return;
+  next_probe_ms_ = now + kProbeIntervalMs;
+  for (auto& [id, t] : tasks_) {
+    uint64_t origin;
+    if (t->state != State::kLive || t->lazy.IsLazy(kProbePage, &origin)) continue;
+    if (Zero(t.get(), kProbePage, kPageSize, true).outcome == Outcome::kGone) {
+      t->state = State::kExit;
+      Touch(t.get());
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// ioctls
+// ---------------------------------------------------------------------------
+
+namespace {
+
+Service::IoResult Classify(int err, int64_t progress) {
+  uint64_t bytes = progress > 0 ? static_cast<uint64_t>(progress) : 0;
+  switch (err) {
+    case EEXIST:
+      return {Service::Outcome::kExists, bytes, err};
+    case EAGAIN:
+    case EINTR:
+      return {Service::Outcome::kAgain, bytes, err};
+    case ENOENT:
+      return {Service::Outcome::kNoVma, bytes, err};
+    case ESRCH:
+    case ENOSPC:
+      return {Service::Outcome::kGone, bytes, err};
+    default:
+      return {Service::Outcome::kFailed, bytes, err};
+  }
+}
+
+}  // namespace
+
+Service::IoResult Service::Copy(Task* t, uint64_t dst, const uint8_t* src, uint64_t len) {
+  uffdio_copy c{};
+  c.dst = dst;
+  c.src = reinterpret_cast<uintptr_t>(src);
+  c.len = len;
+  if (ioctl(t->fd, UFFDIO_COPY, &c) == 0) return {Outcome::kDone, len, 0};
+  return Classify(errno, c.copy);
+}
+
+Service::IoResult Service::Zero(Task* t, uint64_t dst, uint64_t len, bool dontwake) {
+  uffdio_zeropage z{};
+  z.range.start = dst;
+  z.range.len = len;
+  z.mode = dontwake ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0;
+  if (ioctl(t->fd, UFFDIO_ZEROPAGE, &z) == 0) return {Outcome::kDone, len, 0};
+  return Classify(errno, z.zeropage);
+}
+
+void Service::Wake(Task* t, uint64_t page, uint64_t len) {
+  uffdio_range range{page, len};
+  // Only fails for a bad range; there is nothing better to do then.
+  (void)ioctl(t->fd, UFFDIO_WAKE, &range);
+}
+
+void Service::Fail(Task* t, int err, const char* syscall, const std::string& what) {
+  ServiceEvent e(EventType::kError, t != nullptr ? t->id : 0);
+  e.err = err;
+  e.syscall = syscall;
+  e.message = what;
+  pending_.push_back(std::move(e));
+}
+
+// ---------------------------------------------------------------------------
+// Ending tasks and the service
+// ---------------------------------------------------------------------------
+
+void Service::FinishTasks() {
+  for (uint32_t id : touched_) {
+    Task* t = Find(id);
+    if (t == nullptr) continue;
+    t->touched = false;
+    t->lazy_pages.Set(t->lazy.lazy());
+    if (t->state == State::kLive && t->ranges_added && t->lazy.lazy() == 0 && t->parked.empty() &&
+        std::none_of(retries_.begin(), retries_.end(),
+                     [&](const Retry& r) { return r.task == id; })) {
+      t->state = State::kComplete;
+    }
+    if (t->state != State::kLive) Retire(t);
+  }
+  touched_.clear();
+}
+
+// Closing our fd unregisters the task's ranges once no other process holds
+// the uffd: its remaining pages then behave as plain anonymous memory.
+void Service::Retire(Task* t) {
+  const uint32_t id = t->id;
+  if (t->state == State::kComplete) pending_.push_back(ServiceEvent(EventType::kComplete, id));
+  if (t->state == State::kExit) pending_.push_back(ServiceEvent(EventType::kExit, id));
+  epoll_ctl(epfd_, EPOLL_CTL_DEL, t->fd, nullptr);
+  close(t->fd);
+  std::erase(bg_tasks_, id);
+  std::erase_if(retries_, [&](const Retry& r) { return r.task == id; });
+  std::lock_guard lock(tasks_mu_);
+  tasks_.erase(id);
+}
+
+void Service::Flush(bool closed) {
+  const bool active = !tasks_.empty();
+  if (pending_.empty() && active == was_active_ && !closed) return;
+  was_active_ = active;
+  auto* batch = new Batch;
+  batch->events.swap(pending_);
+  batch->active = active;
+  batch->adds_seen = adds_seen_;
+  batch->closed = closed;
+  emit_(batch);
+}
+
+void Service::Shutdown() {
+  bool close_uffds;
+  {
+    std::lock_guard lock(cmd_mu_);
+    close_uffds = close_uffds_;
+  }
+  // Commands that raced with the stop still own descriptors.
+  DrainCommands();
+  for (auto& [id, t] : tasks_) {
+    epoll_ctl(epfd_, EPOLL_CTL_DEL, t->fd, nullptr);
+    if (close_uffds) close(t->fd);
+  }
+  {
+    std::lock_guard lock(tasks_mu_);
+    tasks_.clear();
+  }
+  retries_.clear();
+  bg_tasks_.clear();
+  touched_.clear();
+  Flush(true);
+}
+
+}  // namespace lazyrestore

@@ -1,0 +1,225 @@
+// The page service's fault loop: one std::thread per service, epoll(7) over
+// every task's userfaultfd plus an eventfd(2) for commands, resolving faults
+// with UFFDIO_COPY / UFFDIO_ZEROPAGE and following UFFD_EVENT_FORK, _REMAP,
+// _REMOVE and _UNMAP. Man pages: userfaultfd(2), ioctl_userfaultfd(2),
+// epoll_wait(2), eventfd(2), read(2), fcntl(2).
+//
+// Completion rule: a task is complete (its uffd closed, `complete` emitted)
+// at the end of a loop iteration in which it has no lazy page, no parked and
+// no retried fault, and once at least one lazy range was declared. Lazy pages
+// only go away by faults (the task runs) or background copy (JS enables it),
+// so declaring every range before either lets no task complete early.
+// Closing our fd unregisters the ranges only if the task holds no uffd fd of
+// its own: the restorer must close the task's copy, or faults on non-lazy
+// missing pages after completion would wait for a monitor that is gone.
+//
+// Threading contract:
+//  - All per-task lazy state (LazyMap, parked faults, retries, background
+//    cursors) is owned and mutated only by the service thread.
+//  - JS-thread calls (AddTask, AddLazyRange, ReleaseTask, SetBackground,
+//    source notifications, RequestStop) only push a Command under cmd_mu_ and
+//    write the eventfd.
+//  - Stats() locks tasks_mu_, which the service thread takes only while it
+//    inserts or erases a task, and reads counters that are atomics written by
+//    the service thread alone (relaxed: they are statistics, not sync).
+//  - Events leave through the Emit callback, called on the service thread
+//    with a heap Batch it hands over (the N-API layer posts it to a
+//    ThreadSafeFunction). This file knows nothing about N-API.
+#pragma once
+
+#include <linux/userfaultfd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "page_service_lazymap.h"
+#include "page_service_source.h"
+
+namespace lazyrestore {
+
+enum class EventType : uint8_t { kNeed, kFork, kRemap, kRemove, kUnmap, kComplete, kExit, kError };
+
+struct ServiceEvent {
+  ServiceEvent(EventType type_, uint32_t task_, uint64_t a_ = 0, uint64_t b_ = 0, uint64_t c_ = 0)
+      : type(type_), task(task_), a(a_), b(b_), c(c_) {}
+  EventType type;
+  uint32_t task = 0;
+  uint32_t child = 0;  // kFork
+  uint64_t a = 0;      // need: address; remap: from; remove/unmap: start
+  uint64_t b = 0;      // need: origin;  remap: to;   remove/unmap: end
+  uint64_t c = 0;      // remap: len
+  bool write = false;  // need
+  int err = 0;         // error
+  const char* syscall = "";
+  std::string message;
+};
+
+struct Batch {
+  std::vector<ServiceEvent> events;
+  // Whether the service still holds tasks: the N-API layer keeps Node alive
+  // only while it does.
+  bool active = false;
+  // AddTask commands the thread had processed when it built this batch, so
+  // an "inactive" batch older than a new AddTask is not mistaken for idle.
+  uint64_t adds_seen = 0;
+  // The thread's last batch: it has left its loop.
+  bool closed = false;
+};
+
+struct TaskStats {
+  uint32_t task;
+  uint32_t parent;  // 0 when none
+  uint64_t lazy_pages, faults, pages_copied, pages_zeroed;
+  uint64_t fork, remap, remove, unmap;
+};
+
+class Service : public SourceListener, public std::enable_shared_from_this<Service> {
+ public:
+  using Emit = std::function<void(Batch*)>;
+
+  // Creates the epoll and eventfd descriptors; throws std::system_error.
+  explicit Service(Emit emit);
+  ~Service() override;
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  void Start();
+  // JS thread. `fd` must already be a non-blocking uffd; the service owns it.
+  uint32_t AddTask(int fd, std::shared_ptr<PageSource> source);
+  bool IssuedTask(uint32_t id) const { return id > 0 && id < next_id_.load(); }
+  void AddLazyRange(uint32_t task, uint64_t start, uint64_t len, uint64_t origin);
+  void ReleaseTask(uint32_t task);
+  void SetBackground(uint32_t task, bool enabled, uint64_t chunk_bytes);
+  std::vector<TaskStats> Stats() const;
+  // Asks the thread to leave; it then emits a closed Batch. Idempotent.
+  void RequestStop(bool close_uffds);
+  void Join();
+  void OnSourceChanged(const PageSource* source, uint64_t origin, uint64_t len) override;
+
+  // Result of one resolving ioctl, classified by what the loop does next.
+  enum class Outcome { kDone, kExists, kAgain, kNoVma, kGone, kFailed };
+  struct IoResult {
+    Outcome outcome;
+    uint64_t bytes;  // progress the kernel reported
+    int err;
+  };
+
+ private:
+  struct Counter {
+    std::atomic<uint64_t> v{0};
+    void Add(uint64_t n) {
+      v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    }
+    void Set(uint64_t n) { v.store(n, std::memory_order_relaxed); }
+    uint64_t Get() const { return v.load(std::memory_order_relaxed); }
+  };
+  enum class State { kLive, kComplete, kExit, kRelease };
+  struct Parked {
+    uint64_t page;
+    bool write;
+  };
+  struct Task {
+    uint32_t id = 0;
+    uint32_t parent = 0;
+    int fd = -1;
+    std::shared_ptr<PageSource> source;
+    LazyMap lazy;
+    bool ranges_added = false;  // completion waits for the first range
+    State state = State::kLive;
+    bool touched = false;
+    std::vector<Parked> parked;  // faults waiting for data, one per page
+    bool background = false;
+    uint64_t chunk_pages = 256;
+    uint64_t cursor = 0;
+    bool bg_idle = false;  // nothing copyable until the source changes
+    Counter faults, copied, zeroed, ev_fork, ev_remap, ev_remove, ev_unmap, lazy_pages;
+  };
+  struct Retry {
+    uint32_t task;
+    uint64_t page;
+    bool write;
+    bool need_sent;
+  };
+  struct Command {
+    enum Kind { kAddTask, kAddRange, kRelease, kBackground, kSourceChanged };
+    explicit Command(Kind k) : kind(k) {}
+    Kind kind;
+    uint32_t task = 0;
+    int fd = -1;
+    std::shared_ptr<PageSource> source;
+    const PageSource* changed = nullptr;
+    uint64_t a = 0, b = 0, c = 0;
+    bool flag = false;
+  };
+  void Post(Command&& cmd);
+  void Run();
+  int Timeout() const;
+  void DrainCommands();
+  void Apply(Command& cmd);
+  void AdoptTask(Command& cmd);
+  Task* Find(uint32_t id) const;
+  Task* FindLive(uint32_t id) const;
+  void Touch(Task* t);
+
+  void ServeUffd(Task* t);
+  void Dispatch(Task* t, const uffd_msg& msg);
+  void OnFault(Task* t, uint64_t page, bool write, bool need_sent);
+  void Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_page, bool copied);
+  void Park(Task* t, uint64_t page, uint64_t origin, bool write, bool need_sent);
+  void OnFork(Task* t, int ufd);
+  void RequeueParked(Task* t, uint64_t a, uint64_t b);
+  void RetryParked(const PageSource* source);
+  void ProcessRetries();
+
+  void BackgroundStep();
+  bool FindBackgroundRun(Task* t, LazyMap::Hit* hit, PageSource::Lookup* src);
+  void CopyRun(Task* t, const LazyMap::Hit& hit, const PageSource::Lookup& src, uint64_t pages);
+  void RunPageByPage(Task* t, const LazyMap::Hit& hit, const PageSource::Lookup& src,
+                     uint64_t pages);
+  void ProbeLiveness();
+
+  IoResult Copy(Task* t, uint64_t dst, const uint8_t* src, uint64_t len);
+  IoResult Zero(Task* t, uint64_t dst, uint64_t len, bool dontwake = false);
+  void Wake(Task* t, uint64_t page, uint64_t len);
+  void Fail(Task* t, int err, const char* syscall, const std::string& what);
+
+  void FinishTasks();
+  void Retire(Task* t);
+  void Flush(bool closed);
+  void Shutdown();
+
+  Emit emit_;
+  int epfd_ = -1;
+  int evfd_ = -1;
+  std::thread thread_;
+  std::atomic<uint32_t> next_id_{1};
+
+  std::mutex cmd_mu_;  // guards cmds_, stop_, close_uffds_
+  std::vector<Command> cmds_;
+  bool stop_ = false;
+  bool close_uffds_ = false;
+  std::atomic<uint64_t> adds_posted_{0};
+
+  // Service-thread state below; tasks_ is also read by Stats under tasks_mu_.
+  mutable std::mutex tasks_mu_;
+  std::unordered_map<uint32_t, std::unique_ptr<Task>> tasks_;
+  std::vector<uint32_t> touched_;
+  std::vector<Retry> retries_;
+  bool retry_stalled_ = false;
+  std::vector<uint32_t> bg_tasks_;
+  size_t bg_next_ = 0;
+  std::vector<ServiceEvent> pending_;
+  uint64_t adds_seen_ = 0;
+  bool was_active_ = false;
+  int64_t next_probe_ms_ = 0;
+  uffd_msg msgs_[64];
+};
+
+}  // namespace lazyrestore

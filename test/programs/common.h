@@ -1,0 +1,40 @@
+/* Shared helpers for the C workload programs: deterministic page patterns
+ * that a program can write before a dump and verify after a restore. */
+#pragma once
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The 64-bit word at byte offset `off` of the page at `addr`, for a pattern
+ * seeded by `seed`: every word differs, so a page copied to the wrong place,
+ * a zero page or stale data is always detected. */
+static inline uint64_t lr_pattern_word(uint64_t seed, uint64_t addr, uint64_t off) {
+  uint64_t x = seed ^ (addr + off) ^ 0x9e3779b97f4a7c15ULL;
+  x ^= x >> 31;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+static inline void lr_fill(void *base, size_t len, uint64_t seed) {
+  uint64_t *w = base;
+  for (size_t i = 0; i < len / 8; i++)
+    w[i] = lr_pattern_word(seed, (uintptr_t)base & ~4095ULL, i * 8);
+}
+
+/* Returns the byte offset of the first mismatch, or -1 when all match. */
+static inline long lr_check(const void *base, size_t len, uint64_t seed) {
+  const uint64_t *w = base;
+  for (size_t i = 0; i < len / 8; i++)
+    if (w[i] != lr_pattern_word(seed, (uintptr_t)base & ~4095ULL, i * 8)) return (long)(i * 8);
+  return -1;
+}
+
+#define LR_DIE(...)               \
+  do {                            \
+    fprintf(stderr, __VA_ARGS__); \
+    fputc('\n', stderr);          \
+    exit(99);                     \
+  } while (0)
