@@ -14,7 +14,8 @@
         "native/src/ptrace_ops.cc",
         "native/src/ptrace_state.cc",
         "native/src/pidfd.cc",
-        "native/src/probe.cc"
+        "native/src/probe.cc",
+        "native/src/restore.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "_GNU_SOURCE"],
@@ -22,6 +23,18 @@
       "cflags_cc!": ["-fno-exceptions"],
       "cflags_cc": ["-std=c++20", "-fexceptions", "-Wall", "-Wextra", "-O2"],
       "ldflags": ["-pthread"]
+    },
+    {
+      "target_name": "lazyrestore_restorer",
+      "type": "none",
+      "actions": [
+        {
+          "action_name": "link_restorer",
+          "inputs": ["native/restorer/restorer.S"],
+          "outputs": ["<(PRODUCT_DIR)/lazyrestore-restorer"],
+          "action": ["cc", "-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none", "-o", "<@(_outputs)", "<@(_inputs)"]
+        }
+      ]
     }
   ]
 }

@@ -6,6 +6,10 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { checkCommand } from './commands/check.js';
+import { daemonCommand } from './commands/daemon.js';
+import { dumpCommand } from './commands/dump.js';
+import { imagesCommand } from './commands/images.js';
+import { restoreCommand } from './commands/restore.js';
 import { CliError, packageVersion, reportError } from './output.js';
 
 export async function main(argv: string[]): Promise<void> {
@@ -13,6 +17,10 @@ export async function main(argv: string[]): Promise<void> {
     .scriptName('lazyrestore')
     .usage('$0 <command> [options]')
     .command(checkCommand)
+    .command(daemonCommand)
+    .command(dumpCommand)
+    .command(imagesCommand)
+    .command(restoreCommand)
     .demandCommand(1, 'Name a command')
     .strictCommands()
     .strict()

@@ -31,6 +31,19 @@ export const ERROR_CODES = {
   DATA_DIR_UNWRITABLE: 500,
   /** A dump failed for a reason of its own (the message says which); the tree was released unchanged. */
   DUMP_FAILED: 500,
+  // Codes of restore (daemon/restore).
+  /** A pid or tid of the image belongs to a live process or thread: nothing was created. */
+  PID_IN_USE: 409,
+  /** The image was dumped on another kernel (release, architecture, vDSO/vvar layout): it cannot run here. */
+  IMAGE_INCOMPATIBLE: 422,
+  /** A file the image refers to changed since the dump (another inode, size or device), or is gone. */
+  FILE_CHANGED: 409,
+  /** The image holds state this restore cannot recreate (the message names it). */
+  UNSUPPORTED_IMAGE: 422,
+  /** Lazy restore needs a userfaultfd feature this kernel lacks (the message names it); --eager still works. */
+  LAZY_UNSUPPORTED: 422,
+  /** A restore failed for a reason of its own (the message says which); every task it created was killed. */
+  RESTORE_FAILED: 500,
   // Codes of StoreError (daemon/store/errors.ts), for the API's mapping.
   INVALID_IMAGE_NAME: 400,
   IMAGE_EXISTS: 409,
@@ -43,6 +56,25 @@ export const ERROR_CODES = {
   UNSUPPORTED_STORE_FORMAT: 500,
   WRITER_CLOSED: 500,
   WRITER_FAILED: 500,
+  // Codes of the REST API (api/errors.ts) for failures that are about the request, not the operation.
+  /** The request failed schema validation (the problem's `errors` name each field) or is not well-formed. */
+  INVALID_REQUEST: 400,
+  /** The TCP listener needs `Authorization: Bearer <token>` with the daemon's token. */
+  UNAUTHORIZED: 401,
+  /** No route has this method and path. */
+  ROUTE_NOT_FOUND: 404,
+  /** No job has this id (finished jobs are kept for a while only). */
+  JOB_NOT_FOUND: 404,
+  /** The request body is larger than the API accepts. */
+  PAYLOAD_TOO_LARGE: 413,
+  /** The request body is not JSON. */
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  /** An unexpected failure inside the daemon; its log has the details (the response never does). */
+  INTERNAL_ERROR: 500,
+  /** The daemon is not ready (its store or page service is not running). */
+  NOT_READY: 503,
+  /** The daemon is shutting down and takes no new work. */
+  SHUTTING_DOWN: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -271,7 +271,45 @@ export interface NativeAddon {
    *  copied with tee(2) into a private pipe, so nothing is consumed; and the
    *  pipe's capacity (F_GETPIPE_SZ). Never blocks. */
   pipePeek(fd: number): { data: Buffer; capacity: number };
+
+  // --- restore.cc — clone3(2) set_tid, ptrace(2), execve(2), waitid(2) P_PIDFD, pipe(2)
+  /** On the tracer thread: clone3 (CLONE_VM|CLONE_VFORK, set_tid = `pid`)
+   *  whose child does PTRACE_TRACEME and execs `helperPath` (the restorer);
+   *  waits for its exec SIGTRAP stop, sets PTRACE_O_EXITKILL|TRACECLONE|
+   *  TRACEFORK|TRACESYSGOOD and clears its signal mask. Resolves with the pid,
+   *  a child of this process traced by the tracer thread. clone3 errors keep
+   *  their errno (EEXIST: the pid is in use). */
+  restoreSpawn(t: TracerHandle, helperPath: string, pid: number): Promise<number>;
+  /** On the tracer thread: injects the encoded calls one after another
+   *  through the `syscall; int3` gadget (see {@link RESTORE_CALL_BYTES}) and
+   *  resolves with their raw results (one little-endian int64 each). Stops
+   *  after the first call that returns -errno unless that call allows it, so
+   *  fewer results than calls means the last one failed. */
+  restoreInject(t: TracerHandle, tid: number, gadget: number, calls: Buffer): Promise<Buffer>;
+  /** On the tracer thread: munmap(start, len) through the gadget under
+   *  PTRACE_SYSCALL, leaving the task in its syscall-exit-stop (where the
+   *  dumped registers are then set). Every signal must be blocked in the task. */
+  restoreUnmapGadget(t: TracerHandle, tid: number, gadget: number, start: number, len: number): Promise<void>;
+  /** On the tracer thread: PTRACE_DETACH of every tid with its signal, in one
+   *  go; rejects with the first failure after trying them all. */
+  restoreDetachAll(t: TracerHandle, tids: number[], signals: number[]): Promise<void>;
+  /** Waits (on a thread of its own, without keeping Node alive) until child
+   *  process `pid` exits, and reaps it with waitid(P_PIDFD). */
+  restoreReap(pid: number): Promise<RestoreExit>;
+  /** pipe2(O_CLOEXEC) in this process, with F_SETPIPE_SZ `capacity` unless 0.
+   *  Returns [readFd, writeFd]. */
+  restorePipe(capacity: number): [number, number];
 }
+
+/** How a reaped process ended. */
+export type RestoreExit =
+  | { pid: number; kind: 'exited'; status: number }
+  | { pid: number; kind: 'signaled'; signal: number; coreDumped: boolean };
+
+/** restoreInject call encoding: 16 little-endian int64 words per call —
+ *  [nr, flags (bit 0: the call may fail), arg0..arg5, ref0..ref5, 0, 0]. A
+ *  ref >= 0 adds the result of that earlier call (by index) to the argument. */
+export const RESTORE_CALL_BYTES = 16 * 8;
 
 function loadAddon(): NativeAddon {
   const require = createRequire(import.meta.url);

@@ -34,7 +34,17 @@ import {
   type ZombieRecord,
 } from './image.js';
 import { withScratch } from './inject.js';
-import { planMemory, readPrivatePages, readShmemPages, type MemoryPlan, type PagePiece, type ShmemRef } from './memory.js';
+import {
+  PagePool,
+  planMemory,
+  READ_PAGES,
+  readPrivatePages,
+  readShmemPages,
+  type Allocator,
+  type MemoryPlan,
+  type PagePiece,
+  type ShmemRef,
+} from './memory.js';
 import { preflight } from './preflight.js';
 import { checkProcess, checkThreadCreds, processRecord, readProcessFacts, type ProcessFacts } from './process.js';
 import { nonDefaultSignals, pendingSignals } from './signals.js';
@@ -199,9 +209,15 @@ async function injectAndRead(
 }
 
 /** Every piece of page data of the dump, in address order per address space. */
-function* pagePieces(c: Collected): Generator<PagePiece> {
-  for (const plan of c.plans) yield* readPrivatePages(plan, mmIdOf(plan.pid));
-  for (const s of c.shmem) yield* readShmemPages(s, shmemMmId(s.id));
+function* pagePieces(c: Collected, alloc: Allocator): Generator<PagePiece> {
+  for (const plan of c.plans) yield* readPrivatePages(plan, mmIdOf(plan.pid), alloc);
+  for (const s of c.shmem) yield* readShmemPages(s, shmemMmId(s.id), alloc);
+}
+
+/** One buffer for every piece: the store writer copies what it keeps before addPages resolves. */
+function reusedPiece(): Allocator {
+  const buf = Buffer.allocUnsafe(READ_PAGES * 4096);
+  return (bytes) => buf.subarray(0, bytes);
 }
 
 function pagesOf(piece: PagePiece): number {
@@ -211,8 +227,24 @@ function pagesOf(piece: PagePiece): number {
 /** A failure that is not one of ours (a syscall, /proc, ...) becomes DUMP_FAILED with the original as cause. */
 function asDumpError(e: unknown, root: number): unknown {
   if (isLazyRestoreError(e) || isStoreError(e)) return e;
+  const code = (e as { code?: unknown }).code;
+  if ((code === 'EOPNOTSUPP' || code === 'ENOTSUP') && e instanceof Error) {
+    // The tracer refuses injections that would alter a task's signal state (SIGTRAP blocked inside
+    // sigsuspend/ppoll/pselect and the like).
+    return new LazyRestoreError(
+      'UNSUPPORTED_TASK',
+      `cannot ask a task of process ${root} for its state: ${e.message}`,
+      {
+        pid: root,
+        cause: e,
+      },
+    );
+  }
   if (isNoSuchProcess(e)) {
-    return new LazyRestoreError('DUMP_FAILED', `process ${e.pid} exited during the dump (killed?)`, { pid: root, cause: e });
+    return new LazyRestoreError('DUMP_FAILED', `process ${e.pid} exited during the dump (killed?)`, {
+      pid: root,
+      cause: e,
+    });
   }
   const message = e instanceof Error ? e.message : String(e);
   return new LazyRestoreError('DUMP_FAILED', `dump of process ${root} failed: ${message}`, { pid: root, cause: e });
@@ -227,12 +259,16 @@ async function writePieces(writer: ImageWriter, pieces: Iterable<PagePiece>, pro
 }
 
 /** Steps 1 and 2: refusals on the live tree, then the image name reserved in the store. */
-async function begin(store: ImageStore, pid: number, options: DumpOptions): Promise<ImageWriter> {
+async function begin(
+  store: ImageStore,
+  pid: number,
+  options: DumpOptions,
+): Promise<{ writer: ImageWriter; estimatedPages: number }> {
   try {
-    preflight(pid);
+    const { estimatedPages } = preflight(pid);
     const comm = readComm(pid);
     const name = options.name ?? defaultImageName(comm, pid, new Date());
-    return await store.beginImage(name, { rootPid: pid, tool: 'lazyrestore dump', comm });
+    return { writer: await store.beginImage(name, { rootPid: pid, tool: 'lazyrestore dump', comm }), estimatedPages };
   } catch (e) {
     if (isNoSuchProcess(e) && e.pid === pid) {
       throw new LazyRestoreError('NO_SUCH_PROCESS', `no such process: ${pid}`, { pid, cause: e });
@@ -244,10 +280,13 @@ async function begin(store: ImageStore, pid: number, options: DumpOptions): Prom
 /** Checkpoints the tree rooted at `pid` into `store`. See the module comment for the steps and guarantees. */
 export async function dump(store: ImageStore, pid: number, options: DumpOptions = {}): Promise<DumpResult> {
   const t0 = performance.now();
-  const writer = await begin(store, pid, options);
+  const { writer, estimatedPages } = await begin(store, pid, options);
   const progress = new Progress(options.onProgress);
-  const freezer = new Freezer(Tracer.open(), { timeoutMs: options.freezeTimeoutMs });
   const leaveRunning = options.leaveRunning === true;
+  // --leave-running keeps every page in memory until the tree runs again: that memory is faulted in now,
+  // not while the tree is frozen. Streaming into the store reuses one piece of memory throughout.
+  const alloc = leaveRunning ? new PagePool(estimatedPages).take : reusedPiece();
+  const freezer = new Freezer(Tracer.open(), { timeoutMs: options.freezeTimeoutMs });
   let tFrozen = 0;
   let tReleased = 0;
   let held = true;
@@ -261,7 +300,7 @@ export async function dump(store: ImageStore, pid: number, options: DumpOptions 
     progress.set({ phase: 'reading', pagesTotal });
     if (leaveRunning) {
       const pieces: PagePiece[] = [];
-      for (const piece of pagePieces(c)) {
+      for (const piece of pagePieces(c, alloc)) {
         pieces.push(piece);
         progress.set({ pagesRead: progress.p.pagesRead + pagesOf(piece) });
       }
@@ -273,7 +312,7 @@ export async function dump(store: ImageStore, pid: number, options: DumpOptions 
       await writePieces(writer, pieces, progress);
     } else {
       progress.set({ phase: 'writing' });
-      await writePieces(writer, pagePieces(c), progress);
+      await writePieces(writer, pagePieces(c, alloc), progress);
     }
     const frozenSoFar = (held ? performance.now() : tReleased) - tFrozen;
     putImageMetadata(writer, { ...c.meta, image: imageRecord(pid, c, frozenSoFar) });
@@ -298,7 +337,11 @@ export async function dump(store: ImageStore, pid: number, options: DumpOptions 
       try {
         await freezer.release();
       } catch (r) {
-        throw new LazyRestoreError('DUMP_FAILED', `dump of process ${pid} failed (${describe(e)}) and releasing the tree failed too: ${describe(r)}`, { pid, cause: e });
+        throw new LazyRestoreError(
+          'DUMP_FAILED',
+          `dump of process ${pid} failed (${describe(e)}) and releasing the tree failed too: ${describe(r)}`,
+          { pid, cause: e },
+        );
       }
     }
     throw asDumpError(e, pid);

@@ -126,23 +126,27 @@ export class Freezer {
         if (errCode(e) !== 'ESRCH') throw e;
       }
     }
-    for (const tid of this.held) {
-      for (;;) {
-        let st: WaitStatus;
-        try {
-          st = await this.tracer.wait(tid, this.timeoutMs);
-        } catch (e) {
-          if (errCode(e) === 'ECHILD' || errCode(e) === 'ESRCH') break;
-          throw e;
-        }
-        // A kill can still meet a ptrace stop on the way out (PTRACE_EVENT_EXIT is not requested, but a stop
-        // that was already being reported is): let it go on dying.
-        if (st.kind !== 'stopped') break;
-        await this.tracer.cont(tid, 0).catch(() => undefined);
-      }
-    }
+    // A thread-group leader's exit is reported only once its other threads are reaped (and a traced thread
+    // stays a zombie until its tracer reaps it), so each process's leader comes last.
+    const order = processes.flatMap((p) => [...p.tids.slice(1), ...p.tids.slice(0, 1)]);
+    for (const tid of order) if (this.held.has(tid)) await this.waitGone(tid);
     this.held.clear();
     await this.tracer.close();
+  }
+
+  private async waitGone(tid: number): Promise<void> {
+    for (;;) {
+      let st: WaitStatus;
+      try {
+        st = await this.tracer.wait(tid, this.timeoutMs);
+      } catch (e) {
+        if (errCode(e) === 'ECHILD' || errCode(e) === 'ESRCH') return;
+        throw e;
+      }
+      if (st.kind !== 'stopped') return;
+      // A stop that was already being reported when SIGKILL came: let the task go on dying.
+      await this.tracer.cont(tid, 0).catch(() => undefined);
+    }
   }
 
   private scan(root: number): TreeProcess[] {
@@ -182,7 +186,9 @@ export class Freezer {
       await this.tracer.seize(tid, SEIZE_OPTIONS);
     } catch (e) {
       if (errCode(e) === 'ESRCH') return false;
-      if (errCode(e) === 'EPERM' && stateOf(pid) === null) return false;
+      // EPERM also answers a seize of a thread that is exiting: it will not be dumped, so it is skipped.
+      const state = stateOf(tid);
+      if (errCode(e) === 'EPERM' && (state === null || state === 'Z' || state === 'X')) return false;
       throw new LazyRestoreError('FREEZE_FAILED', `process ${pid}: cannot attach to thread ${tid}: ${String(e)}`, {
         pid,
         cause: e,

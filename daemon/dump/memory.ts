@@ -38,6 +38,8 @@ const DERIVED_FLAGS = new Set(['rd', 'wr', 'ex', 'sh', 'ms', 'gd', 'ac', 'sd']);
 export interface ShmemRef {
   id: string;
   size: number;
+  /** Pages of the object this process has mapped (smaps Rss + Swap of the VMA): a lower bound of its use. */
+  mappedPages: number;
   pid: number;
   /** /proc/<pid>/map_files/<start>-<end> of one VMA mapping it. */
   path: string;
@@ -50,6 +52,8 @@ export interface MemoryPlan {
   /** Private pages to store under mm:<pid>, ascending. */
   runs: PageRun[];
   pages: number;
+  /** Without a pagemap: the private pages smaps counts (Anonymous + Swap), an estimate of `pages`. */
+  estimatedPages: number;
   shmem: ShmemRef[];
   /** Sizes of [vdso], [vvar], [vvar_vclock]. */
   specials: Array<{ name: string; size: number }>;
@@ -88,9 +92,7 @@ function isAnon(v: SmapsVma): boolean {
 }
 
 type VmaPlan =
-  | { record: VmaRecord; runs?: boolean; shmem?: ShmemRef; special?: boolean }
-  | { problem: string }
-  | { skip: true };
+  { record: VmaRecord; runs?: boolean; shmem?: ShmemRef; special?: boolean } | { problem: string } | { skip: true };
 
 function planFile(pid: number, v: SmapsVma): VmaPlan {
   if (v.deleted) return { problem: `maps the unlinked file ${v.path}` };
@@ -122,14 +124,16 @@ function planShmem(pid: number, v: SmapsVma): VmaPlan {
     return { problem: `is shared anonymous memory that cannot be identified (${String(e)})` };
   }
   const id = String(st.ino);
-  const shmem: ShmemRef = { id, size: Number(st.size), pid, path };
+  const mappedPages = (v.sizes.Rss + v.sizes.Swap) / PAGE_SIZE;
+  const shmem: ShmemRef = { id, size: Number(st.size), mappedPages, pid, path };
   return { record: { ...baseRecord(v, 'shmem'), shmem: id }, shmem };
 }
 
 function planVma(pid: number, v: SmapsVma): VmaPlan {
   if (v.kind === 'vsyscall') return { skip: true }; // the kernel's fixed page; every process gets the same one
   for (const [flag, what] of Object.entries(REFUSED_FLAGS)) {
-    if (v.vmFlags.has(flag as VmFlag) && !(flag === 'pf' && SPECIAL_CONTENT[v.kind])) return { problem: `is ${what}` };
+    // The kernel's own special mappings ([vvar] is VM_IO|VM_PFNMAP) are recreated by the restorer, not copied.
+    if (v.vmFlags.has(flag as VmFlag) && !SPECIAL_CONTENT[v.kind]) return { problem: `is ${what}` };
   }
   if (v.sizes.KernelPageSize !== PAGE_SIZE) return { problem: `has ${v.sizes.KernelPageSize}-byte pages (hugetlb)` };
   const special = SPECIAL_CONTENT[v.kind];
@@ -149,7 +153,16 @@ function planVma(pid: number, v: SmapsVma): VmaPlan {
  * pagemap (the preflight on a live process) only the records and refusals are computed.
  */
 export function planMemory(pid: number, vmas: SmapsVma[], pagemap?: PagemapFile): MemoryPlan {
-  const plan: MemoryPlan = { pid, vmas: [], problems: [], runs: [], pages: 0, shmem: [], specials: [] };
+  const plan: MemoryPlan = {
+    pid,
+    vmas: [],
+    problems: [],
+    runs: [],
+    pages: 0,
+    estimatedPages: 0,
+    shmem: [],
+    specials: [],
+  };
   for (const v of vmas) {
     const p = planVma(pid, v);
     if ('skip' in p) continue;
@@ -161,6 +174,7 @@ export function planMemory(pid: number, vmas: SmapsVma[], pagemap?: PagemapFile)
     plan.vmas.push(p.record);
     if (p.special) plan.specials.push({ name: v.kind, size: v.end - v.start });
     if (p.shmem) plan.shmem.push(p.shmem);
+    if (p.runs) plan.estimatedPages += (v.sizes.Anonymous + v.sizes.Swap) / PAGE_SIZE;
     if (p.runs && pagemap) {
       if (pagemap.scan(v.start, v.end, (hi) => (hi & PM_HI.guard) !== 0).length > 0) {
         const what = `mapping ${hexRange(v)}`;
@@ -186,6 +200,40 @@ export interface PagePiece {
   present?: Uint8Array;
 }
 
+/** Where page data is read into: a fresh Buffer of `bytes` bytes, or memory the caller recycles. */
+export type Allocator = (bytes: number) => Buffer;
+
+export const allocUnsafe: Allocator = (bytes) => Buffer.allocUnsafe(bytes);
+
+/**
+ * Memory for page data, allocated and touched before the tree is frozen: reading into fresh memory costs a
+ * page fault per page of ours (slow the first time a VM touches its memory), which would otherwise lengthen
+ * the freeze. Hands out consecutive pieces of 8 MiB slabs; falls back to fresh Buffers once exhausted.
+ */
+export class PagePool {
+  private readonly slabs: Buffer[] = [];
+  private slab = 0;
+  private used = 0;
+
+  constructor(pages: number) {
+    const slabBytes = READ_PAGES * PAGE_SIZE;
+    for (let left = pages * PAGE_SIZE; left > 0; left -= slabBytes) {
+      this.slabs.push(Buffer.allocUnsafe(Math.min(slabBytes, left)).fill(0));
+    }
+  }
+
+  readonly take: Allocator = (bytes) => {
+    for (; this.slab < this.slabs.length; this.slab++, this.used = 0) {
+      const s = this.slabs[this.slab]!;
+      if (s.length - this.used >= bytes) {
+        this.used += bytes;
+        return s.subarray(this.used - bytes, this.used);
+      }
+    }
+    return Buffer.allocUnsafe(bytes);
+  };
+}
+
 /** Reads exactly `buf.length` bytes at `pos` (a short read means the memory is gone: an error). */
 function preadFully(fd: number, buf: Buffer, pos: number, what: string): number {
   let got = 0;
@@ -198,8 +246,11 @@ function preadFully(fd: number, buf: Buffer, pos: number, what: string): number 
   return got;
 }
 
-/** The private pages of a plan, read from /proc/<pid>/mem in pieces of at most READ_PAGES pages. */
-export function* readPrivatePages(plan: MemoryPlan, mmId: string): Generator<PagePiece> {
+/**
+ * The private pages of a plan, read from /proc/<pid>/mem in pieces of at most READ_PAGES pages, each into
+ * memory from `alloc`.
+ */
+export function* readPrivatePages(plan: MemoryPlan, mmId: string, alloc: Allocator): Generator<PagePiece> {
   if (plan.runs.length === 0) return;
   const fd = openSync(`/proc/${plan.pid}/mem`, 'r');
   try {
@@ -207,7 +258,7 @@ export function* readPrivatePages(plan: MemoryPlan, mmId: string): Generator<Pag
       for (let done = 0; done < run.pages; done += READ_PAGES) {
         const pages = Math.min(READ_PAGES, run.pages - done);
         const address = run.start + done * PAGE_SIZE;
-        const data = Buffer.allocUnsafe(pages * PAGE_SIZE);
+        const data = alloc(pages * PAGE_SIZE);
         preadFully(fd, data, address, `/proc/${plan.pid}/mem`);
         yield { mmId, address, data };
       }
@@ -221,24 +272,29 @@ const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 
 /**
  * The pages of a shared anonymous object, read through its shmem file (reads of holes return zeros without
- * allocating). Zero pages are absent in the image: for shared anonymous memory both mean "zero".
+ * allocating). Zero pages are absent in the image: for shared anonymous memory both mean "zero". Each piece is
+ * read into one reused buffer and copied into memory from `alloc` only when it holds data.
  */
-export function* readShmemPages(ref: ShmemRef, mmId: string): Generator<PagePiece> {
+export function* readShmemPages(ref: ShmemRef, mmId: string, alloc: Allocator): Generator<PagePiece> {
   const fd = openSync(ref.path, 'r');
+  const scratch = Buffer.allocUnsafe(READ_PAGES * PAGE_SIZE);
   try {
     for (let off = 0; off < ref.size; off += READ_PAGES * PAGE_SIZE) {
       const len = Math.ceil(Math.min(READ_PAGES * PAGE_SIZE, ref.size - off) / PAGE_SIZE) * PAGE_SIZE;
-      const data = Buffer.alloc(len);
-      preadFully(fd, data, off, '');
+      const piece = scratch.subarray(0, len);
+      piece.fill(0, preadFully(fd, piece, off, ''));
       const present = new Uint8Array(len / PAGE_SIZE);
       let any = false;
       for (let i = 0; i < present.length; i++) {
-        if (data.compare(ZERO_PAGE, 0, PAGE_SIZE, i * PAGE_SIZE, (i + 1) * PAGE_SIZE) !== 0) {
+        if (piece.compare(ZERO_PAGE, 0, PAGE_SIZE, i * PAGE_SIZE, (i + 1) * PAGE_SIZE) !== 0) {
           present[i] = 1;
           any = true;
         }
       }
-      if (any) yield { mmId, address: off, data, present };
+      if (!any) continue;
+      const data = alloc(len);
+      piece.copy(data);
+      yield { mmId, address: off, data, present };
     }
   } finally {
     closeSync(fd);

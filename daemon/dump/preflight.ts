@@ -12,7 +12,7 @@ import { checkProcess, readProcessFacts } from './process.js';
 /** This process and every ancestor of it, up to pid 1: freezing any of them would freeze ourselves. */
 export function selfAndAncestors(): Set<number> {
   const out = new Set<number>();
-  for (let pid = process.pid; pid > 0 && !out.has(pid); ) {
+  for (let pid = process.pid; pid > 0 && !out.has(pid);) {
     out.add(pid);
     try {
       pid = readStatus(pid).ppid;
@@ -38,9 +38,13 @@ export function checkTarget(pid: number): void {
     throw e;
   }
   if (stat.kernelThread || status.kthread === true) {
-    throw new LazyRestoreError('KERNEL_THREAD', `process ${pid} (${stat.comm}) is a kernel thread: it has no user space to dump`, {
-      pid,
-    });
+    throw new LazyRestoreError(
+      'KERNEL_THREAD',
+      `process ${pid} (${stat.comm}) is a kernel thread: it has no user space to dump`,
+      {
+        pid,
+      },
+    );
   }
   if (status.tgid !== pid) {
     throw new LazyRestoreError('INVALID_ARGUMENT', `${pid} is a thread of process ${status.tgid}: dump the process`, {
@@ -62,14 +66,22 @@ export function checkTarget(pid: number): void {
   }
 }
 
+interface LiveCheck {
+  problems: Problem[];
+  /** Private pages smaps counts, and the shared objects mapped (id -> pages mapped here). */
+  pages: number;
+  shmem: Map<string, number>;
+}
+
 /** Problems of one live process; none for a process that exits meanwhile (the frozen check has the last word). */
-function checkLiveProcess(pid: number, root: number): Problem[] {
+function checkLiveProcess(pid: number, root: number): LiveCheck {
+  const none: LiveCheck = { problems: [], pages: 0, shmem: new Map() };
   try {
     const f = readProcessFacts(pid);
     if (f.stat.state === 'Z') {
-      if (f.status.threads <= 1) return [];
+      if (f.status.threads <= 1) return none;
       const message = `process ${pid} (${f.comm}): its main thread has exited while ${f.status.threads - 1} other threads run`;
-      return [{ code: 'UNSUPPORTED_TASK', pid, what: 'leader', message }];
+      return { ...none, problems: [{ code: 'UNSUPPORTED_TASK', pid, what: 'leader', message }] };
     }
     const out: Problem[] = [];
     if (pid === root && f.status.ppid === process.pid) {
@@ -83,16 +95,22 @@ function checkLiveProcess(pid: number, root: number): Problem[] {
     }
     out.push(...checkProcess(f), ...checkLinks(pid, f.links));
     out.push(...describeFds(pid, readFds(pid, { skipClosed: true })).problems);
-    out.push(...planMemory(pid, readSmaps(pid)).problems);
-    return out;
+    const plan = planMemory(pid, readSmaps(pid));
+    out.push(...plan.problems);
+    return { problems: out, pages: plan.estimatedPages, shmem: new Map(plan.shmem.map((m) => [m.id, m.mappedPages])) };
   } catch (e) {
-    if (isNoSuchProcess(e) && pid !== root) return [];
+    if (isNoSuchProcess(e) && pid !== root) return none;
     throw e;
   }
 }
 
+export interface PreflightResult {
+  /** Pages the dump will probably keep: private pages smaps counts, plus the pages of each shared object in use. */
+  estimatedPages: number;
+}
+
 /** Refuses (throws) when the live tree rooted at `root` holds anything restore could not recreate. */
-export function preflight(root: number): void {
+export function preflight(root: number): PreflightResult {
   checkTarget(root);
   let tree;
   try {
@@ -100,9 +118,14 @@ export function preflight(root: number): void {
   } catch (e) {
     if (isNoSuchProcess(e) && e.pid === root) throw new LazyRestoreError('NO_SUCH_PROCESS', `no such process: ${root}`);
     // Another process of the tree exited while we walked it: walk it again once it is frozen.
-    if (isNoSuchProcess(e)) return;
+    if (isNoSuchProcess(e)) return { estimatedPages: 0 };
     throw e;
   }
-  const problems = tree.flatMap((p) => checkLiveProcess(p.pid, root));
+  const checks = tree.map((p) => checkLiveProcess(p.pid, root));
+  const problems = checks.flatMap((c) => c.problems);
   if (problems.length > 0) throw refusal(problems);
+  // A shared object counts once, with the most pages any process of the tree has mapped.
+  const shmem = new Map<string, number>();
+  for (const [id, pages] of checks.flatMap((c) => [...c.shmem])) shmem.set(id, Math.max(shmem.get(id) ?? 0, pages));
+  return { estimatedPages: checks.reduce((n, c) => n + c.pages, 0) + [...shmem.values()].reduce((n, p) => n + p, 0) };
 }

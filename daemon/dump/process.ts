@@ -20,6 +20,8 @@ import {
 import type { Problem } from '../errors.js';
 import { base64, hex64, type CredsRecord, type MmRecord, type ProcessRecord, type RlimitRecord } from './image.js';
 
+const SIGTRAP_BIT = 1n << 4n;
+
 export interface ProcessFacts {
   pid: number;
   stat: ProcStat;
@@ -43,6 +45,14 @@ export function checkProcess(f: ProcessFacts): Problem[] {
       pid,
       what: `namespace ${ns}`,
       message: `process ${pid} (${f.comm}): its ${ns} namespace is not the dumping process's own`,
+    });
+  }
+  if ((f.status.sigIgn & SIGTRAP_BIT) !== 0n) {
+    out.push({
+      code: 'UNSUPPORTED_TASK',
+      pid,
+      what: 'SIGTRAP',
+      message: `process ${pid} (${f.comm}) ignores SIGTRAP, which the dump's injected syscalls trap with`,
     });
   }
   if (f.status.seccomp !== 0) {
@@ -84,7 +94,13 @@ export function credsOf(s: ProcStatus): CredsRecord {
     uid: [s.uid.real, s.uid.effective, s.uid.saved, s.uid.fs],
     gid: [s.gid.real, s.gid.effective, s.gid.saved, s.gid.fs],
     groups: s.groups,
-    caps: { inh: hex64(s.capInh), prm: hex64(s.capPrm), eff: hex64(s.capEff), bnd: hex64(s.capBnd), amb: hex64(s.capAmb) },
+    caps: {
+      inh: hex64(s.capInh),
+      prm: hex64(s.capPrm),
+      eff: hex64(s.capEff),
+      bnd: hex64(s.capBnd),
+      amb: hex64(s.capAmb),
+    },
     noNewPrivs: s.noNewPrivs,
   };
 }

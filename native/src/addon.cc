@@ -14,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lazyrestore::InitPidfd(env, exports);
   lazyrestore::InitProbe(env, exports);
   lazyrestore::InitPtraceState(env, exports);
+  lazyrestore::InitRestore(env, exports);
   return exports;
 }
 

@@ -30,7 +30,8 @@ constexpr int kPeekBatch = 32;
 
 pid_t Tid(const Napi::Value& v) {
   uint64_t tid = ToU64(v, "tid");
-  if (tid == 0 || tid > 0x7fffffff) throw Napi::RangeError::New(v.Env(), "tid must be a positive pid");
+  if (tid == 0 || tid > 0x7fffffff)
+    throw Napi::RangeError::New(v.Env(), "tid must be a positive pid");
   return static_cast<pid_t>(tid);
 }
 
@@ -109,7 +110,8 @@ Napi::Value PipePeek(const Napi::CallbackInfo& info) {
   if (src64 > 0x7fffffff) throw Napi::RangeError::New(env, "fd is out of range");
   int src = static_cast<int>(src64);
   int capacity = fcntl(src, F_GETPIPE_SZ);
-  if (capacity < 0) ThrowSystemError(env, errno, "fcntl", "F_GETPIPE_SZ of fd " + std::to_string(src));
+  if (capacity < 0)
+    ThrowSystemError(env, errno, "fcntl", "F_GETPIPE_SZ of fd " + std::to_string(src));
   int queued = 0;
   if (ioctl(src, FIONREAD, &queued) < 0) ThrowSystemError(env, errno, "ioctl", "FIONREAD");
   Napi::Object out = Napi::Object::New(env);
@@ -145,7 +147,8 @@ Napi::Value PipePeek(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitPtraceState(Napi::Env env, Napi::Object exports) {
-  exports.Set("tracerPeekSiginfo", Napi::Function::New(env, TracerPeekSiginfo, "tracerPeekSiginfo"));
+  exports.Set("tracerPeekSiginfo",
+              Napi::Function::New(env, TracerPeekSiginfo, "tracerPeekSiginfo"));
   exports.Set("tracerGetRseqConfiguration",
               Napi::Function::New(env, TracerGetRseqConfiguration, "tracerGetRseqConfiguration"));
   exports.Set("pipePeek", Napi::Function::New(env, PipePeek, "pipePeek"));

@@ -1,0 +1,329 @@
+/**
+ * The memory layout of a restored process (mmap(2), mremap(2), munmap(2), madvise(2), mlock2(2), mseal(2),
+ * prctl(2) PR_SET_VMA_ANON_NAME, proc(5) /proc/<pid>/mem and map_files).
+ *
+ * In the pristine helper: map our region (gadget + scratch) at an address neither the helper nor the image uses,
+ * move execution there, unmap everything the helper had except its vDSO/vvar, park those at a free address and
+ * move them to where the dump had them; then map every VMA of the image at its address with its protection and
+ * flags, and write the pages that must be present before the task runs (all of them for an eager restore).
+ */
+import { openSync, writeSync } from 'node:fs';
+import { readMaps, type Vma } from '../proc/index.js';
+import { LazyRestoreError } from '../errors.js';
+import { mmIdOf, shmemMmId, type ThreadRecord, type VmaRecord } from '../dump/image.js';
+import type { ProcTask, RestoreContext } from './context.js';
+import { REGION_SIZE } from './context.js';
+import { writeMem, type Arg, type Batch, type Ref } from './inject.js';
+import type { NodeFiles } from './files.js';
+import type { RestoreImage } from './image.js';
+import { MADV, MAP, MLOCK_ONFAULT, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE, PR, PR_SET_VMA_ANON_NAME, PROT, SYS } from './sys.js';
+
+const GADGET = Buffer.from([0x0f, 0x05, 0xcc]); // syscall; int3
+const SPECIALS = new Set(['vdso', 'vvar', 'vvar_vclock']);
+/** Lowest address searched for free room (below it sit non-PIE executables and the helper). */
+const SEARCH_FROM = 0x1000_0000;
+const USER_END = 0x7fff_ffff_f000;
+
+/** VmFlags and what restore does with each (flags not listed here refuse the restore). */
+const MADVISE: Record<string, number> = {
+  dd: MADV.DONTDUMP,
+  dc: MADV.DONTFORK,
+  wf: MADV.WIPEONFORK,
+  hg: MADV.HUGEPAGE,
+  nh: MADV.NOHUGEPAGE,
+  mg: MADV.MERGEABLE,
+  sr: MADV.SEQUENTIAL,
+  rr: MADV.RANDOM,
+};
+/** Flags that follow from how the mapping is made (may-read/write/exec, no-reserve, locking, ...). */
+const HANDLED = new Set(['mr', 'mw', 'me', 'nr', 'lo', 'lf', 'dp', 'sl', 'dw', ...Object.keys(MADVISE)]);
+/** Flags of the kernel's special mappings, which are moved, not made. */
+const SPECIAL_FLAGS = new Set(['pf', 'io', 'de', 'dd', 'ar', 'mr', 'mw', 'me']);
+
+function hexRange(v: { start: number; end: number }): string {
+  return `0x${v.start.toString(16)}-0x${v.end.toString(16)}`;
+}
+
+/** Refuses, before anything is created, mappings whose flags this restore cannot reproduce. */
+export function checkVmas(img: RestoreImage): void {
+  for (const p of img.processes) {
+    for (const v of p.record?.vmas ?? []) {
+      const allowed = SPECIALS.has(v.content) ? SPECIAL_FLAGS : HANDLED;
+      const bad = v.vmFlags.filter((f) => !allowed.has(f));
+      if (bad.length > 0) {
+        throw new LazyRestoreError(
+          'UNSUPPORTED_IMAGE',
+          `process ${p.entry.pid}: mapping ${hexRange(v)} has VmFlags ${bad.join(' ')}, which restore cannot reproduce`,
+          { pid: p.entry.pid },
+        );
+      }
+      if (v.content === 'shmem' && (v.shmem === undefined || !img.shmem.has(v.shmem))) {
+        throw new LazyRestoreError('CORRUPT_IMAGE', `process ${p.entry.pid}: mapping ${hexRange(v)} names a shared object the image lacks`);
+      }
+    }
+  }
+}
+
+/** Lowest page-aligned address >= SEARCH_FROM where `size` bytes overlap none of `used`. */
+export function findGap(used: Array<{ start: number; end: number }>, size: number): number {
+  const sorted = [...used].sort((a, b) => a.start - b.start);
+  let at = SEARCH_FROM;
+  for (const r of sorted) {
+    if (r.end <= at) continue;
+    if (r.start >= at + size) break;
+    at = Math.ceil(r.end / PAGE) * PAGE;
+  }
+  if (at + size > USER_END) throw new LazyRestoreError('RESTORE_FAILED', `no free room of ${size} bytes in the address space`);
+  return at;
+}
+
+/** Whether an anonymous VMA is restored lazily (registered with the uffd) rather than written before it runs. */
+export function isLazyVma(v: VmaRecord): boolean {
+  return (
+    v.content === 'anon' &&
+    !v.shared &&
+    v.prot !== 0 &&
+    !v.vmFlags.includes('lo') &&
+    !v.vmFlags.includes('lf') &&
+    !v.vmFlags.includes('dp')
+  );
+}
+
+/**
+ * Pages the kernel or the first instructions touch before the page service could serve them: the page under
+ * each thread's stack pointer (and the red zone below it) and its rseq area (the kernel writes it on every return
+ * to user space, including the injections that follow the registration).
+ */
+export function eagerPages(threads: ThreadRecord[]): Set<number> {
+  const out = new Set<number>();
+  const page = (a: number) => Math.floor(a / PAGE) * PAGE;
+  for (const t of threads) {
+    const rsp = Number(Buffer.from(t.regs, 'base64').readBigUInt64LE(152));
+    out.add(page(rsp));
+    out.add(page(rsp - 256));
+    if (t.rseq) for (let a = page(t.rseq.ptr); a < t.rseq.ptr + t.rseq.len; a += PAGE) out.add(a);
+  }
+  return out;
+}
+
+/** Maps our region through the helper's own gadget, then runs everything else from it. */
+export async function enterRegion(ctx: RestoreContext, task: ProcTask): Promise<Vma[]> {
+  const helper = readMaps(task.pid);
+  const vmas = task.image.record!.vmas;
+  const start = findGap([...helper, ...vmas], REGION_SIZE);
+  const b = ctx.batch(task);
+  const flags = MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE;
+  b.call('mmap(region)', SYS.mmap, [start, REGION_SIZE, PROT.READ | PROT.WRITE | PROT.EXEC, flags, -1, 0]);
+  const [got] = await b.run();
+  if (Number(got) !== start) throw new LazyRestoreError('RESTORE_FAILED', `process ${task.pid}: region mapped at ${got}, not ${start}`);
+  writeMem(task.memFd, start, GADGET);
+  task.region = { start, size: REGION_SIZE };
+  task.gadget = start;
+  task.scratch = { start: start + PAGE, size: REGION_SIZE - PAGE };
+  return helper;
+}
+
+/** Unmaps the helper's own mappings and moves its vDSO/vvar to the dumped addresses (or drops them). */
+export async function clearHelper(ctx: RestoreContext, task: ProcTask, helper: Vma[]): Promise<void> {
+  const vmas = task.image.record!.vmas;
+  const b = ctx.batch(task);
+  const specials = helper.filter((m) => SPECIALS.has(m.kind));
+  for (const m of helper) {
+    if (m.kind === 'vsyscall' || SPECIALS.has(m.kind)) continue;
+    b.call(`munmap(${hexRange(m)})`, SYS.munmap, [m.start, m.end - m.start]);
+  }
+  for (const v of vmas) {
+    if (SPECIALS.has(v.content) && !specials.some((m) => m.kind === v.content)) {
+      throw new LazyRestoreError('IMAGE_INCOMPATIBLE', `process ${task.pid}: this kernel gives no [${v.content}]`);
+    }
+  }
+  // Parked first: a destination may overlap where another special sits now.
+  const total = specials.reduce((n, m) => n + m.end - m.start, 0);
+  let park = findGap([...helper, ...vmas, { start: task.region!.start, end: task.region!.start + REGION_SIZE }], total);
+  const parked: Array<{ kind: string; at: number; size: number }> = [];
+  for (const m of specials) {
+    const size = m.end - m.start;
+    b.call(`mremap([${m.kind}] to park)`, SYS.mremap, [m.start, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, park]);
+    parked.push({ kind: m.kind, at: park, size });
+    park += size;
+  }
+  for (const p of parked) {
+    const dest = vmas.find((v) => v.content === p.kind);
+    if (dest) {
+      b.call(`mremap([${p.kind}])`, SYS.mremap, [p.at, p.size, p.size, MREMAP_MAYMOVE | MREMAP_FIXED, dest.start]);
+    } else {
+      b.call(`munmap([${p.kind}])`, SYS.munmap, [p.at, p.size]);
+    }
+  }
+  await b.run();
+}
+
+/** Creates the shared anonymous objects this process is the first to map, and writes their contents. */
+export async function createShmem(ctx: RestoreContext, task: ProcTask, files: NodeFiles): Promise<void> {
+  const ids = [...new Set(task.image.record!.vmas.flatMap((v) => (v.content === 'shmem' && v.shmem ? [v.shmem] : [])))];
+  for (const id of ids) {
+    if (files.shmemFd(id) !== undefined) continue;
+    const size = ctx.img.shmem.get(id)!.size;
+    const b = ctx.batch(task);
+    b.call(`mmap(shared object ${id})`, SYS.mmap, [0, size, PROT.READ | PROT.WRITE, MAP.SHARED | MAP.ANONYMOUS, -1, 0]);
+    const at = Number((await b.run())[0]);
+    // The object's file, as /dev/zero (deleted) like any shared anonymous mapping; it outlives the mapping.
+    files.setShmemFd(id, openSync(`/proc/${task.pid}/map_files/${at.toString(16)}-${(at + size).toString(16)}`, 'r+'));
+    b.call(`munmap(shared object ${id})`, SYS.munmap, [at, size]);
+    await b.run();
+    const fd = files.shmemFd(id)!;
+    for await (const w of ctx.store.pages(ctx.img.id, shmemMmId(id))) {
+      forEachDataRun(w, (addr, data) => {
+        for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done, addr + done);
+      });
+    }
+  }
+}
+
+/** Calls fn for every run of consecutive pages with data in a window. */
+function forEachDataRun(
+  w: { address: number; bitmap: number; data: Buffer },
+  fn: (address: number, data: Buffer) => void,
+  filter: (address: number) => boolean = () => true,
+): void {
+  let k = 0;
+  let runStart = -1;
+  let runData = 0;
+  const flush = (): void => {
+    if (runStart >= 0) fn(runStart, w.data.subarray(runData * PAGE, k * PAGE));
+    runStart = -1;
+  };
+  for (let i = 0; i < 16; i++) {
+    const addr = w.address + i * PAGE;
+    if (w.bitmap & (1 << i)) {
+      if (filter(addr)) {
+        if (runStart < 0) {
+          runStart = addr;
+          runData = k;
+        }
+      } else flush();
+      k++;
+    } else flush();
+  }
+  flush();
+}
+
+function mapFlags(v: VmaRecord): number {
+  let flags = MAP.FIXED_NOREPLACE;
+  if (v.vmFlags.includes('dp')) flags |= MAP.DROPPABLE;
+  else flags |= v.shared ? MAP.SHARED : MAP.PRIVATE;
+  if (v.content === 'anon') flags |= MAP.ANONYMOUS;
+  if (v.growsDown) flags |= MAP.GROWSDOWN;
+  if (v.vmFlags.includes('nr')) flags |= MAP.NORESERVE;
+  return flags;
+}
+
+/**
+ * Maps every VMA of the image (not the specials, already in place). File and shared-object mappings take their fd
+ * with pidfd_getfd from the task's pidfd for the restoring process, one per object, closed again at the end.
+ */
+export function mapVmas(b: Batch, task: ProcTask, files: NodeFiles, restorerPidfd: Arg): void {
+  const fds = new Map<number, Ref>();
+  const fdOf = (nodeFd: number): Ref => {
+    let ref = fds.get(nodeFd);
+    if (!ref) {
+      ref = b.call(`pidfd_getfd(${nodeFd})`, SYS.pidfd_getfd, [restorerPidfd, nodeFd, 0]);
+      fds.set(nodeFd, ref);
+    }
+    return ref;
+  };
+  for (const v of task.image.record!.vmas) {
+    if (SPECIALS.has(v.content)) continue;
+    const len = v.end - v.start;
+    const what = `mmap(${hexRange(v)}${v.file ? ' ' + v.file.path : ''})`;
+    if (v.content === 'anon') {
+      b.call(what, SYS.mmap, [v.start, len, v.prot, mapFlags(v), -1, 0]);
+    } else {
+      const nodeFd = v.content === 'shmem' ? files.shmemFd(v.shmem!)! : files.mappingFd(v);
+      b.call(what, SYS.mmap, [v.start, len, v.prot, mapFlags(v), fdOf(nodeFd), v.offset]);
+    }
+    for (const flag of v.vmFlags) {
+      const advice = MADVISE[flag];
+      if (advice !== undefined) b.call(`madvise(${hexRange(v)}, ${flag})`, SYS.madvise, [v.start, len, advice]);
+    }
+    if (v.anonName !== undefined) {
+      b.call(`prctl(PR_SET_VMA_ANON_NAME ${hexRange(v)})`, SYS.prctl, [
+        PR.SET_VMA,
+        PR_SET_VMA_ANON_NAME,
+        v.start,
+        len,
+        b.putString(v.anonName),
+      ]);
+    }
+  }
+  for (const ref of fds.values()) b.call('close', SYS.close, [ref]);
+}
+
+/** After the contents are written: mlock what was locked, mseal what was sealed. */
+export function finishVmas(b: Batch, task: ProcTask): void {
+  for (const v of task.image.record!.vmas) {
+    const len = v.end - v.start;
+    if (v.vmFlags.includes('lf')) b.call(`mlock2(${hexRange(v)}, ONFAULT)`, SYS.mlock2, [v.start, len, MLOCK_ONFAULT]);
+    else if (v.vmFlags.includes('lo')) b.call(`mlock(${hexRange(v)})`, SYS.mlock, [v.start, len]);
+  }
+  for (const v of task.image.record!.vmas) {
+    if (v.vmFlags.includes('sl')) b.call(`mseal(${hexRange(v)})`, SYS.mseal, [v.start, v.end - v.start, 0]);
+  }
+}
+
+interface WriteRange {
+  start: number;
+  end: number;
+  /** Private file mapping: a present page without data is a dirty page of zeros, not the file's bytes. */
+  file: boolean;
+}
+
+/** The ranges of private memory to write before the task runs: all of it eagerly, else what cannot wait. */
+function writeRanges(task: ProcTask, eager: boolean): WriteRange[] {
+  const rec = task.image.record!;
+  const pages = eager ? new Set<number>() : eagerPages(task.image.threads);
+  const out: WriteRange[] = [];
+  for (const v of rec.vmas) {
+    if (v.content === 'file' && !v.shared) out.push({ start: v.start, end: v.end, file: true });
+    else if (v.content === 'anon' && (eager || !isLazyVma(v))) out.push({ start: v.start, end: v.end, file: false });
+    else if (v.content === 'anon') {
+      for (const p of pages) if (p >= v.start && p < v.end) out.push({ start: p, end: p + PAGE, file: false });
+    }
+  }
+  out.sort((a, b) => a.start - b.start);
+  const merged: WriteRange[] = [];
+  for (const r of out) {
+    const last = merged[merged.length - 1];
+    if (last && last.file === r.file && last.end === r.start) last.end = r.end;
+    else if (!last || last.end <= r.start) merged.push({ ...r });
+  }
+  return merged;
+}
+
+const ZERO_PAGE = Buffer.alloc(PAGE);
+
+/** Writes the dumped private pages of `task` that must be present before it runs; returns the bytes written. */
+export async function writeContents(ctx: RestoreContext, task: ProcTask): Promise<number> {
+  const mmId = mmIdOf(task.pid);
+  let bytes = 0;
+  for (const r of writeRanges(task, ctx.options.eager)) {
+    const inRange = (a: number): boolean => a >= r.start && a < r.end;
+    for await (const w of ctx.store.pages(ctx.img.id, mmId, { from: r.start, to: r.end })) {
+      forEachDataRun(
+        w,
+        (addr, data) => {
+          writeMem(task.memFd, addr, data);
+          bytes += data.length;
+        },
+        inRange,
+      );
+      if (!r.file) continue;
+      for (let i = 0; i < 16; i++) {
+        const addr = w.address + i * PAGE;
+        if (inRange(addr) && w.present & (1 << i) && !(w.bitmap & (1 << i))) writeMem(task.memFd, addr, ZERO_PAGE);
+      }
+    }
+  }
+  return bytes;
+}
+

@@ -1,0 +1,116 @@
+/**
+ * Helpers of the restore tests: workloads started as grandchildren of the test process (the dump refuses a
+ * child of its own caller) through test/programs/bin/restore_launch, with their output in a file; dumping them
+ * into a throw-away store; and checks that no process of an image is left.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { programPath } from './programs.js';
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export function tempDir(prefix: string): { path: string; remove: () => void } {
+  const path = mkdtempSync(join(tmpdir(), `lazyrestore-${prefix}-`));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/** Polls `fn` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function until<T>(what: string, fn: () => T | undefined, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** A workload under restore_launch; its stdout and stderr go to `out`. */
+export class Workload {
+  readonly launcher: ChildProcessWithoutNullStreams;
+  private text = '';
+  pid = 0;
+
+  constructor(
+    readonly out: string,
+    program: string,
+    args: string[],
+  ) {
+    const exe = program.startsWith('/') ? program : programPath(program);
+    this.launcher = spawn(programPath('restore_launch'), [out, exe, ...args], { stdio: 'pipe' });
+    this.launcher.stdout.on('data', (d: Buffer) => (this.text += d.toString()));
+    this.launcher.stderr.on('data', (d: Buffer) => (this.text += d.toString()));
+  }
+
+  async started(): Promise<number> {
+    this.pid = await until('the workload pid', () => {
+      const m = /PID (\d+)/.exec(this.text);
+      return m ? Number(m[1]) : undefined;
+    });
+    return this.pid;
+  }
+
+  output(): string {
+    return existsSync(this.out) ? readFileSync(this.out, 'utf8') : '';
+  }
+
+  /** Waits until the output file matches `re`; returns the match. */
+  waitOutput(re: RegExp, timeoutMs = 30_000): Promise<RegExpExecArray> {
+    return until(`${re} in ${this.out}`, () => re.exec(this.output()) ?? undefined, timeoutMs);
+  }
+
+  /** Waits until the launcher reaped the original workload (after a dump killed it): its pid is free. */
+  async reaped(): Promise<number> {
+    return until('the launcher to reap the workload', () => {
+      const m = /EXIT (\d+)/.exec(this.text);
+      return m ? Number(m[1]) : undefined;
+    });
+  }
+
+  kill(): void {
+    if (this.pid > 0) {
+      try {
+        process.kill(this.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    if (this.launcher.exitCode === null) this.launcher.kill('SIGKILL');
+  }
+}
+
+/** SIGKILLs every pid that still exists. */
+export function killAll(pids: number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+}
+
+/** Waits until none of `pids` exists any more (zombies re-parented to init are reaped by it); returns those
+ *  still there after the timeout. */
+export async function leftOver(pids: number[], timeoutMs = 15_000): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const left = pids.filter((p) => existsSync(`/proc/${p}`));
+    if (left.length === 0 || Date.now() > deadline) return left;
+    await sleep(20);
+  }
+}
+
+/** Keeps Node's event loop alive while `p` is pending (a restored root's exit does not by itself). */
+export async function keepAlive<T>(p: Promise<T>): Promise<T> {
+  const timer = setInterval(() => undefined, 1000);
+  try {
+    return await p;
+  } finally {
+    clearInterval(timer);
+  }
+}
