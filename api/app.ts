@@ -15,6 +15,7 @@ import { dumpRoutes } from './routes/dumps.js';
 import { healthRoutes } from './routes/health.js';
 import { imageRoutes } from './routes/images.js';
 import { jobRoutes } from './routes/jobs.js';
+import { restoreRoutes } from './routes/restores.js';
 import { taskRoutes } from './routes/tasks.js';
 
 export type ApiInstance = FastifyInstance;
@@ -84,6 +85,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
   await app.register(healthRoutes, { ctx });
   await app.register(imageRoutes, { ctx, prefix: '/v1' });
   await app.register(dumpRoutes, { ctx, prefix: '/v1' });
+  await app.register(restoreRoutes, { ctx, prefix: '/v1' });
   await app.register(taskRoutes, { ctx, prefix: '/v1' });
   await app.register(jobRoutes, { ctx, prefix: '/v1' });
   await app.ready();

@@ -6,6 +6,7 @@ import type { PageService } from '../daemon/page-service.js';
 import type { JobRegistry } from '../daemon/jobs.js';
 import type { ImageStore } from '../daemon/store/index.js';
 import type { DaemonMetrics } from './metrics.js';
+import type { RestoreRegistry } from './restores.js';
 
 export interface Readiness {
   /** The store is open (the daemon opened it and has not begun to close it). */
@@ -20,6 +21,7 @@ export interface ApiContext {
   store: ImageStore;
   pageService: PageService;
   jobs: JobRegistry;
+  restores: RestoreRegistry;
   metrics: DaemonMetrics;
   /** The kernel's pid_max when the API was built: the largest pid a request may name. */
   pidMax: number;

@@ -163,6 +163,22 @@ export const JobParams = Type.Object(
   { additionalProperties: false },
 );
 
+export const RestoreRequest = Type.Object(
+  {
+    image: ImageName,
+    eager: Type.Optional(Type.Boolean({ description: 'Write all memory before the tree runs (default false: lazy)' })),
+  },
+  { additionalProperties: false },
+);
+export type RestoreRequestBody = Static<typeof RestoreRequest>;
+
+export const RestoreState = Type.Union([
+  Type.Literal('restoring'),
+  Type.Literal('running'),
+  Type.Literal('complete'),
+  Type.Literal('failed'),
+]);
+
 export const Health = Type.Object({ status: Type.Literal('ok'), pid: Type.Integer(), uptimeSeconds: Type.Number() });
 export const Readiness = Type.Object({
   status: Type.Union([Type.Literal('ready'), Type.Literal('not ready')]),
@@ -198,6 +214,26 @@ export const Problem = Type.Object(
   { additionalProperties: false },
 );
 
+export const Restore = Type.Object({
+  id: Type.String({ description: 'The restore, also its job (GET /v1/jobs/{id})' }),
+  image: Type.String(),
+  eager: Type.Boolean(),
+  state: RestoreState,
+  rootPid: Type.Union([Type.Integer(), Type.Null()]),
+  pids: Type.Array(Type.Integer()),
+  progress: Type.Object({
+    tasks: Type.Integer({ description: 'Page-service tasks of this restore still served' }),
+    lazyPagesLeft: Type.Integer({ description: 'Lazy pages of those tasks not delivered yet' }),
+  }),
+  runningMs: Type.Union([Type.Number(), Type.Null()]),
+  completeMs: Type.Union([Type.Number(), Type.Null()]),
+  createdAt: Type.String(),
+  finishedAt: Type.Union([Type.String(), Type.Null()]),
+  report: Type.Union([Json('What `lazyrestore restore` prints (completion figures null until complete)'), Type.Null()]),
+  error: Type.Union([Problem, Type.Null()]),
+});
+export const RestoreList = Type.Object({ restores: Type.Array(Restore) });
+
 /** The error responses every route documents. */
 const problemContent = {
   description: 'Problem details (RFC 9457) with our stable `code`',
@@ -215,3 +251,5 @@ export type JobListBody = Static<typeof JobList>;
 export type HealthBody = Static<typeof Health>;
 export type ReadinessBody = Static<typeof Readiness>;
 export type ProblemBody = Static<typeof Problem>;
+export type RestoreBody = Static<typeof Restore>;
+export type RestoreListBody = Static<typeof RestoreList>;

@@ -17,6 +17,7 @@ import { FaultRig } from './lib/fault-rig.js';
 import { machineInfo } from './lib/machine.js';
 import { killAll, killAllNow } from './lib/process.js';
 import { buildReference } from './lib/reference.js';
+import { RestoreRig } from './lib/restore-rig.js';
 import { renderSvg } from './lib/svg.js';
 import { renderTable, type TableRow } from './lib/table.js';
 import type { BenchOptions, ScenarioResult } from './lib/types.js';
@@ -40,7 +41,7 @@ function selectScenarios(only: string | undefined): typeof scenarios {
     const s = scenarios.find((x) => x.name === name);
     if (s) return s;
     const p = planned.find((x) => x.name === name);
-    if (p) throw new Error(`scenario '${name}' cannot run yet: it needs ${p.needs} (TODO(restore))`);
+    if (p) throw new Error(`scenario '${name}' is not measured: it needs ${p.needs}`);
     throw new Error(`unknown scenario '${name}' (known: ${scenarios.map((x) => x.name).join(', ')})`);
   });
 }
@@ -80,7 +81,7 @@ export async function main(argv: string[]): Promise<number> {
 
   if (args.list) {
     for (const s of scenarios) console.log(`${s.name.padEnd(20)} ${s.description}`);
-    for (const p of planned) console.log(`${p.name.padEnd(20)} (not yet: needs ${p.needs}) ${p.description}`);
+    for (const p of planned) console.log(`${p.name.padEnd(20)} (not measured: needs ${p.needs}) ${p.description}`);
     return 0;
   }
   const options: BenchOptions = {
@@ -92,8 +93,17 @@ export async function main(argv: string[]): Promise<number> {
   preflight();
   const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
   log('building bench/reference');
-  const rig = new FaultRig(buildReference(repoRoot));
-  const ctx: FaultContext = { options, log, rig };
+  const bins = buildReference(repoRoot);
+  if (process.env['CRIU'])
+    log(`$CRIU is set (${process.env['CRIU']}), but running the scenarios through CRIU is not implemented`);
+  const rig = new FaultRig(bins);
+  const restore = new RestoreRig(
+    bins.restoreWorkload,
+    join(repoRoot, 'test', 'programs', 'bin', 'restore_launch'),
+    join(repoRoot, 'dist', 'cli', 'main.js'),
+    log,
+  );
+  const ctx: FaultContext = { options, log, rig, restore };
   const machine = machineInfo(repoRoot);
   const startedAt = new Date();
 
@@ -110,8 +120,9 @@ export async function main(argv: string[]): Promise<number> {
       reports.push({ ...head, ok: false, seconds: (Date.now() - t0) / 1000, error });
     }
   }
-  await rig.close();
   await killAll();
+  await rig.close();
+  await restore.close();
 
   const finishedAt = new Date();
   const outDir = resolve(args.out);
@@ -150,7 +161,7 @@ export async function main(argv: string[]): Promise<number> {
     if (r.ok) lines.push(...r.notes.map((n) => `${r.name}: ${n}`));
     else lines.push(`${r.name}: FAILED: ${r.error}`);
   }
-  lines.push(`not yet measured (TODO(restore)): ${planned.map((p) => p.name).join(', ')}`);
+  for (const p of planned) lines.push(`${p.name}: not measured: needs ${p.needs}`);
   lines.push(`load average ${machine.loadavg.join(' ')} at start, ${report.machine.loadavgEnd.join(' ')} at end`);
   lines.push(`wrote ${jsonPath}${svgPath ? ` and ${svgPath}` : ''}`);
   if (args.json) {

@@ -7,6 +7,7 @@
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { defaultSocketPath, parseHostPort } from '../api/endpoint.js';
+import { LazyRestoreError } from '../daemon/errors.js';
 import type {
   DumpResultBody,
   HealthBody,
@@ -17,6 +18,8 @@ import type {
   ProblemBody,
   ReadinessBody,
   RemoveResultBody,
+  RestoreBody,
+  RestoreListBody,
   TaskListBody,
 } from '../api/schemas.js';
 
@@ -178,6 +181,19 @@ export class DaemonClient {
     return this.call('POST', '/v1/dumps', request);
   }
 
+  /** Starts a restore (202 once the image is loaded and its pids are free); follow it with restoreStatus. */
+  startRestore(request: { image: string; eager?: boolean }): Promise<RestoreBody> {
+    return this.call('POST', '/v1/restores', request);
+  }
+
+  restoreStatus(id: string): Promise<RestoreBody> {
+    return this.call('GET', `/v1/restores/${encodeURIComponent(id)}`);
+  }
+
+  async restores(): Promise<RestoreListBody['restores']> {
+    return (await this.call<RestoreListBody>('GET', '/v1/restores')).restores;
+  }
+
   async tasks(): Promise<TaskListBody['tasks']> {
     return (await this.call<TaskListBody>('GET', '/v1/tasks')).tasks;
   }
@@ -189,4 +205,70 @@ export class DaemonClient {
   job(id: string): Promise<JobBody> {
     return this.call('GET', `/v1/jobs/${encodeURIComponent(id)}`);
   }
+}
+
+/** The options of the commands that use a daemon when one answers (dump, restore, images). */
+export const daemonOptions = {
+  socket: {
+    type: 'string',
+    describe: 'The daemon API socket (default: $LAZYRESTORE_SOCKET, else /run/lazyrestore/api.sock for root)',
+  },
+  url: { type: 'string', describe: 'The daemon TCP API, http://HOST:PORT (needs --token-file)' },
+  'token-file': { type: 'string', describe: 'File holding the bearer token of --url' },
+} as const;
+
+export interface DaemonArgs {
+  socket?: string;
+  url?: string;
+  'token-file'?: string;
+  'data-dir'?: string;
+}
+
+/** 'http://HOST:PORT[/]' -> 'HOST:PORT'; anything else (https, a path, no port) is refused. */
+function hostPortOfUrl(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new LazyRestoreError('INVALID_ARGUMENT', `--url ${url}: not a URL (expected http://HOST:PORT)`);
+  }
+  if (u.protocol !== 'http:' || u.port === '' || (u.pathname !== '/' && u.pathname !== '') || u.search !== '') {
+    throw new LazyRestoreError('INVALID_ARGUMENT', `--url ${url}: expected http://HOST:PORT`);
+  }
+  return `${u.hostname}:${u.port}`;
+}
+
+/**
+ * The daemon a command should go through, or null to work on the store directly:
+ *  - `--data-dir` names a store to open here: never a daemon (and naming a daemon as well is an error);
+ *  - `--socket` or `--url` name a daemon: it must answer (DAEMON_UNREACHABLE otherwise), since falling back to a
+ *    local store the user did not ask for would act on other images;
+ *  - neither: the default socket when a daemon answers there, else null.
+ */
+export async function connectDaemon(args: DaemonArgs): Promise<DaemonClient | null> {
+  const named = args.socket !== undefined || args.url !== undefined;
+  if (args['data-dir'] !== undefined) {
+    if (named)
+      throw new LazyRestoreError('INVALID_ARGUMENT', '--data-dir works on a store directly: no --socket or --url');
+    return null;
+  }
+  if (args.url !== undefined && args.socket !== undefined) {
+    throw new LazyRestoreError('INVALID_ARGUMENT', 'name one daemon: --socket or --url');
+  }
+  if (args['token-file'] !== undefined && args.url === undefined) {
+    throw new LazyRestoreError('INVALID_ARGUMENT', '--token-file is only used with --url');
+  }
+  if (args.url !== undefined && args['token-file'] === undefined) {
+    throw new LazyRestoreError('INVALID_ARGUMENT', '--url needs --token-file: the TCP API requires the bearer token');
+  }
+  const client = DaemonClient.fromOptions({
+    socket: args.socket,
+    tcp: args.url === undefined ? undefined : hostPortOfUrl(args.url),
+    tokenFile: args['token-file'],
+  });
+  if (named) {
+    await client.health();
+    return client;
+  }
+  return (await client.running()) ? client : null;
 }

@@ -29,6 +29,7 @@ import {
   type PageServiceEvent,
   type PageServiceHandle,
   type PageServiceTaskStats,
+  type PageServiceTotals,
   type PageSourceHandle,
 } from '../native/index.js';
 
@@ -124,6 +125,11 @@ export class PageService extends EventEmitter<PageServiceEvents> {
 
   stats(): PageServiceTaskStats[] {
     return native.pageServiceStats(this.#open());
+  }
+
+  /** Totals over every task held so far, and the fault latency histogram. */
+  totals(): PageServiceTotals {
+    return native.pageServiceTotals(this.#open());
   }
 
   /** Stops the service thread; resolves once it has been joined. */

@@ -18,6 +18,7 @@ import type { ApiContext } from '../api/context.js';
 import { defaultSocketPath, parseHostPort, type TcpAddress } from '../api/endpoint.js';
 import { listenTcp, listenUnix, resolveGroup } from '../api/listen.js';
 import { DaemonMetrics } from '../api/metrics.js';
+import { RestoreRegistry } from '../api/restores.js';
 import { defaultDataDir } from './dump/defaults.js';
 import { LazyRestoreError } from './errors.js';
 import { JobRegistry } from './jobs.js';
@@ -142,6 +143,9 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     const store = await openStore(config.dataDir);
     teardown.push(() => store.close());
     const pageService = new PageService();
+    // Every restore in progress listens to the shared service (and stops when it completes): their number is
+    // the number of concurrent restores, not a leak.
+    pageService.setMaxListeners(0);
     // Lazy tasks must never get zero pages: the uffds stay open (see the module comment).
     teardown.push(() => pageService.close({ closeUffds: false }));
     const jobs = new JobRegistry();
@@ -152,6 +156,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       store,
       pageService,
       jobs,
+      restores: new RestoreRegistry(store, pageService, jobs),
       metrics: wireMetrics(pageService, jobs),
       pidMax,
       startedAt: Date.now(),

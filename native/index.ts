@@ -116,10 +116,11 @@ export type PageServiceEvent =
   | { type: 'remap'; task: number; from: number; to: number; len: number }
   | { type: 'remove'; task: number; start: number; end: number }
   | { type: 'unmap'; task: number; start: number; end: number }
-  /** Every lazy page of the task has been delivered; the service closed its uffd. */
-  | { type: 'complete'; task: number }
-  /** The task's address space is gone (exit, exec, kill); the service closed its uffd. */
-  | { type: 'exit'; task: number }
+  /** Every lazy page of the task has been delivered; the service closed its uffd. `stats`: its final counters. */
+  | { type: 'complete'; task: number; stats: PageServiceTaskStats }
+  /** The task's address space is gone (exit, exec, kill); the service closed its uffd. `stats`: its final
+   *  counters (lazyPages: pages it never received). */
+  | { type: 'exit'; task: number; stats: PageServiceTaskStats }
   /** An unexpected failure for one task; the task's state is left as it was. */
   | { type: 'error'; task: number; code: string; errno: number; syscall: string; message: string };
 
@@ -136,6 +137,20 @@ export interface PageServiceTaskStats {
   /** Zero pages placed by UFFDIO_ZEROPAGE. */
   pagesZeroed: number;
   events: { fork: number; remap: number; remove: number; unmap: number };
+}
+
+export interface PageServiceTotals {
+  /** Tasks the service has held: restored ones and forked children. */
+  tasks: number;
+  /** Lazy pages of the tasks it still holds. */
+  lazyPages: number;
+  faults: number;
+  pagesCopied: number;
+  pagesZeroed: number;
+  events: { fork: number; remap: number; remove: number; unmap: number };
+  /** Faults resolved at once, by time from reading the fault message to the ioctl returning: index 0 is under
+   *  1 µs, index i in [2^(i-1), 2^i) µs, the last one anything longer. Faults that waited for data are not here. */
+  faultLatencyUs: number[];
 }
 
 // ---------------------------------------------------------------------------
@@ -198,6 +213,8 @@ export interface NativeAddon {
    *  (between faults, in chunks of `chunkBytes`), until it is complete. */
   pageServiceSetBackground(ps: PageServiceHandle, task: number, enabled: boolean, chunkBytes: number): void;
   pageServiceStats(ps: PageServiceHandle): PageServiceTaskStats[];
+  /** Totals over every task the service has held, gone or not, and the fault latency histogram. */
+  pageServiceTotals(ps: PageServiceHandle): PageServiceTotals;
   /** Stop the thread. Uffds still held are closed only if `closeUffds`. */
   pageServiceClose(ps: PageServiceHandle, closeUffds: boolean): Promise<void>;
 
@@ -250,6 +267,10 @@ export interface NativeAddon {
   pidfdSendSignal(pidfd: number, signal: number): void;
   processVmRead(pid: number, address: number, length: number): Buffer;
   processVmWrite(pid: number, address: number, data: Buffer): number;
+  /** kcmp(2) KCMP_FILE: 0 when both fds refer to the same open file description
+   *  (shared offset and status flags), 1 or 2 to order different ones, 3 when
+   *  they cannot be ordered. */
+  kcmpFiles(pid1: number, fd1: number, pid2: number, fd2: number): number;
 
   // --- probe.cc — kernel capability probes for `lazyrestore check`
   /** clone3(2) with set_tid = a free pid chosen by the probe; the child exits

@@ -10,8 +10,14 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { RestoreRegistry } from '../api/restores.js';
 import { startDaemon, readPidMax, type Daemon } from '../daemon/service.js';
-import { PageSource } from '../daemon/page-service.js';
+import { PageService, PageSource } from '../daemon/page-service.js';
+import { JobRegistry } from '../daemon/jobs.js';
+import { ImageStore } from '../daemon/store/index.js';
+import { buildApi } from '../api/app.js';
+import { listenUnix } from '../api/listen.js';
+import { DaemonMetrics } from '../api/metrics.js';
 import { native } from '../native/index.js';
 import { DaemonApiError, DaemonClient, DaemonUnreachableError, type Answer } from '../cli/client.js';
 import type { ProblemBody } from '../api/schemas.js';
@@ -460,5 +466,41 @@ test('TCP needs a token: refused at startup without one, 401 with a wrong one, 2
     assert.deepEqual(await new DaemonClient({ socketPath }).listImages(), []);
   } finally {
     await d.close();
+  }
+});
+
+test('a stopped page service: readyz is 503 NOT_READY, an unexpected failure 500 without details', async () => {
+  const store = await ImageStore.open(join(dir, 'data-degraded'));
+  const pageService = new PageService();
+  await pageService.close();
+  const state = { closing: false };
+  const jobs = new JobRegistry();
+  const app = await buildApi({
+    store,
+    pageService,
+    jobs,
+    restores: new RestoreRegistry(store, pageService, jobs),
+    metrics: new DaemonMetrics(),
+    pidMax: readPidMax(),
+    startedAt: Date.now(),
+    readiness: () => ({ store: true, pageService: !pageService.closed, closing: state.closing }),
+  });
+  try {
+    const socketPath = join(dir, 'degraded.sock');
+    await listenUnix(app, { path: socketPath });
+    const c = new DaemonClient({ socketPath });
+    assert.equal((await c.health()).status, 'ok');
+    const p = problem(await c.send('GET', '/readyz'), 503, 'NOT_READY');
+    assert.match(p.detail, /page service/);
+    // PageService.stats() throws a plain Error on a closed service: not ours to show.
+    const a = await c.send('GET', '/v1/tasks');
+    const internal = problem(a, 500, 'INTERNAL_ERROR');
+    assert.doesNotMatch(a.body, /PageService is closed|page-service\.js/);
+    assert.match(internal.detail, /request req-\w+/);
+    state.closing = true;
+    problem(await c.send('GET', '/v1/images'), 503, 'SHUTTING_DOWN');
+  } finally {
+    await app.close();
+    await store.close();
   }
 });

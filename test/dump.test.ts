@@ -26,7 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { native } from '../native/index.js';
 import { Regs } from '../daemon/regs.js';
 import { ImageStore } from '../daemon/store/index.js';
-import { dump, type DumpResult } from '../daemon/dump/index.js';
+import { dump } from '../daemon/dump/index.js';
 import type { FdRecord, PipeRecord, ProcessRecord, ThreadRecord, TreeRecord } from '../daemon/dump/index.js';
 import { isLazyRestoreError } from '../daemon/errors.js';
 import { Program, programPath } from './support/programs.js';

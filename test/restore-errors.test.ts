@@ -150,4 +150,3 @@ test('an image from another kernel is IMAGE_INCOMPATIBLE; corrupted metadata is 
   });
   await expectFailure('CORRUPT_IMAGE');
 });
-

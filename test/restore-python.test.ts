@@ -30,7 +30,10 @@ test('python3 printing a counter continues after a lazy restore', async (t) => {
     return;
   }
   const script = join(tmp.path, 'count.py');
-  writeFileSync(script, 'import time\ni = 0\nwhile True:\n    i += 1\n    print(f"count {i}", flush=True)\n    time.sleep(0.01)\n');
+  writeFileSync(
+    script,
+    'import time\ni = 0\nwhile True:\n    i += 1\n    print(f"count {i}", flush=True)\n    time.sleep(0.01)\n',
+  );
   const store = await ImageStore.open(join(tmp.path, 'store'));
   const w = new Workload(join(tmp.path, 'out.txt'), exe, [script]);
   let pid = 0;

@@ -2,7 +2,7 @@
  * Restore of a process tree: a session leader with a child in its group and a child in a group of its own (with a
  * child of its own), pipes holding unread data, files at offsets and in O_APPEND mode, cwd, umask, a resource
  * limit, an alternate signal stack, pending real-time signals (process-wide and per thread) and a handler
- * installed before the dump that runs after it.
+ * installed before the dump that runs after it, and a zombie child its parent reaps after the restore.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -46,10 +46,14 @@ test('a forked tree with pipes, files and pending signals comes back whole', asy
       const ids = idsOf(text(), 'UP');
       return ids.size === 4 ? ids : undefined;
     });
-    pids = [...before.values()].map((i) => i.pid);
+    const zombie = await until('the zombie', () => {
+      const m = /^ZOMBIE (\d+)$/m.exec(text());
+      return m ? Number(m[1]) : undefined;
+    });
+    pids = [...[...before.values()].map((i) => i.pid), zombie];
     const root = before.get('R')!;
     const d = await dump(store, root.pid, { name: 'tree' });
-    assert.equal(d.processes, 4);
+    assert.equal(d.processes, 5);
     // The dump killed the tree; the children of the killed root are reaped by init.
     await w.reaped();
     assert.deepEqual(await leftOver(pids), []);
@@ -66,6 +70,7 @@ test('a forked tree with pipes, files and pending signals comes back whole', asy
     assert.doesNotMatch(out, /FAIL/);
     assert.match(out, /^A PIPE OK hello-pipe-data$/m);
     assert.match(out, /^C PIPE OK from-B$/m);
+    assert.match(out, /^R ZOMBIE OK 1792$/m); // exit status 7, kept by the restored zombie
     assert.match(out, /^DONE 0$/m);
     const afterIds = idsOf(out, 'IDS');
     for (const role of ['R', 'A', 'B', 'C']) {
@@ -76,7 +81,8 @@ test('a forked tree with pipes, files and pending signals comes back whole', asy
     assert.equal(readFileSync(join(work, 'file-a'), 'utf8'), 'a'.repeat(100) + 'Z' + 'a'.repeat(49));
   } finally {
     w.kill();
-    killAll(pids);
+    // Whatever the test got to: every process that reported in, and the zombie's parent's children.
+    killAll([...pids, ...[...idsOf(text(), 'UP').values()].map((i) => i.pid)]);
     await store.close();
   }
 });

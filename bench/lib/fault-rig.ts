@@ -29,6 +29,8 @@ export type Side = 'floor' | 'ours';
 export interface ReferenceBinaries {
   faultTarget: string;
   uffdFloor: string;
+  /** The dump and restore workload (restore_workload.c). */
+  restoreWorkload: string;
 }
 
 /** A random seed for the C programs (strtoull parses the decimal text). */

@@ -104,13 +104,35 @@ export class LineProcess {
   }
 }
 
+/** Restored processes (not children of a LineProcess): pids to SIGKILL in the
+ *  same last resort. Module-level for the same reason as `live`. */
+const restoredPids = new Set<number>();
+
+export function trackPid(pid: number): void {
+  restoredPids.add(pid);
+}
+
+export function untrackPid(pid: number): void {
+  restoredPids.delete(pid);
+}
+
+function killPid(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
 /** Kills every process still running (the last resort of main.ts). */
 export async function killAll(): Promise<void> {
+  for (const pid of restoredPids) killPid(pid);
   await Promise.all([...live].map((p) => p.kill()));
 }
 
 /** Synchronous variant for signal handlers and process 'exit'. */
 export function killAllNow(): void {
+  for (const pid of restoredPids) killPid(pid);
   for (const p of live) {
     if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
   }

@@ -14,5 +14,9 @@ export function buildReference(repoRoot: string): ReferenceBinaries {
     const err = e as { stdout?: string; stderr?: string; message: string };
     throw new Error(`building bench/reference failed: ${err.message}\n${err.stdout ?? ''}${err.stderr ?? ''}`);
   }
-  return { faultTarget: join(out, 'fault_target'), uffdFloor: join(out, 'uffd_floor') };
+  return {
+    faultTarget: join(out, 'fault_target'),
+    uffdFloor: join(out, 'uffd_floor'),
+    restoreWorkload: join(out, 'restore_workload'),
+  };
 }

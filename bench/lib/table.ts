@@ -30,7 +30,7 @@ function cells(row: TableRow): string[] {
 }
 
 export function renderTable(rows: TableRow[]): string {
-  const header = ['scenario', 'figure', 'ours', 'floor (C)', 'ours/floor', 'target'];
+  const header = ['scenario', 'figure', 'ours', 'reference', 'ours/ref', 'target'];
   const body = rows.map(cells);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));
   // Numbers right-aligned, text left-aligned.

@@ -1,9 +1,12 @@
 /** The context the fault-service scenarios run in, and their round loop. */
 import { abba, newSeed, type FaultRig, type Side } from '../lib/fault-rig.js';
+import type { RestoreRig } from '../lib/restore-rig.js';
 import type { BenchContext, RoundRecord } from '../lib/types.js';
 
 export interface FaultContext extends BenchContext {
   rig: FaultRig;
+  /** The dump and restore apparatus (its store is created on first use). */
+  restore: RestoreRig;
 }
 
 /** Region size of the fault scenarios: 1 GiB (the figure), 256 MiB with --quick. */

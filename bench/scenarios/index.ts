@@ -7,35 +7,34 @@
 import type { PlannedScenario, Scenario } from '../lib/types.js';
 import { backgroundCopy } from './background-copy.js';
 import type { FaultContext } from './context.js';
+import { dumpScenario } from './dump.js';
+import { faultLatencyStore } from './fault-latency-store.js';
 import { faultLatency } from './fault-latency.js';
 import { faultThreads } from './fault-threads.js';
 import { forkStorm } from './fork-storm.js';
+import { residency } from './residency.js';
+import { restoreLatency } from './restore-latency.js';
 
-export const scenarios: Array<Scenario<FaultContext>> = [faultLatency, faultThreads, forkStorm, backgroundCopy];
+export const scenarios: Array<Scenario<FaultContext>> = [
+  faultLatency,
+  faultThreads,
+  forkStorm,
+  backgroundCopy,
+  faultLatencyStore,
+  restoreLatency,
+  residency,
+  dumpScenario,
+];
 
-// TODO(restore): these need restore (daemon/restore/), dump (daemon/dump/)
-// and the image store feeding a PageSource; add each as a module here when
-// its parts land. The CRIU variants run when $CRIU names a criu binary.
+// Not measured, with the reason: there is no criu binary on the development
+// machine, so the CRIU runs of the issue are not implemented (a path that was
+// never run against a real criu would only produce untested numbers).
 export const planned: PlannedScenario[] = [
   {
-    name: 'fault-latency-store',
-    needs: 'restore',
-    description: 'first-touch latency with the image only in the LevelDB store (demand reads feed the page source)',
+    name: 'criu',
+    needs: process.env['CRIU']
+      ? `a CRIU driver, not implemented ($CRIU=${process.env['CRIU']} is set but unused)`
+      : 'a criu binary named by $CRIU (none on this machine) and a CRIU driver, not implemented',
+    description: 'the restore, residency and dump scenarios through CRIU; quoted CRIU figures are used meanwhile',
   },
-  {
-    name: 'restore-latency',
-    needs: 'restore',
-    description: 'restore request to running, and the whole CLI command, for 64 MiB, 1 GiB and 4 GiB images; eager too',
-  },
-  {
-    name: 'residency',
-    needs: 'restore',
-    description: 'restore until 1 GiB is fully resident (vs CRIU 0.77 s); background copy from the store',
-  },
-  {
-    name: 'dump',
-    needs: 'dump',
-    description: 'dump total and freeze time, bytes stored, dedup ratio: 1 GiB process and a parent with 8 children',
-  },
-  { name: 'criu', needs: 'restore, dump and $CRIU', description: 'the same scenarios through CRIU' },
 ];

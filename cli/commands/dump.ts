@@ -1,11 +1,14 @@
 /**
- * `lazyrestore dump <pid> [--name NAME] [--leave-running] [--data-dir DIR] [--json]`: checkpoint the process
- * tree rooted at <pid> into the image store (daemon/dump). On a terminal a progress bar on stderr counts the
- * pages written; the result is a summary for people, or one JSON document with --json.
+ * `lazyrestore dump <pid> [--name NAME] [--leave-running] [--socket PATH | --url URL --token-file F |
+ * --data-dir DIR] [--json]`: checkpoint the process tree rooted at <pid> into the image store (daemon/dump),
+ * through the daemon when one answers (cli/client.ts connectDaemon), else here. On a terminal a local dump shows
+ * a progress bar on stderr counting the pages written; the result is a summary for people, or one JSON document
+ * with --json, the same whichever process did the dump.
  */
 import cliProgress from 'cli-progress';
 import type { Argv, CommandModule } from 'yargs';
 import { dump, type DumpProgress, type DumpResult } from '../../daemon/dump/index.js';
+import { connectDaemon, daemonOptions, type DaemonClient } from '../client.js';
 import { formatSections, jsonOption, printJson } from '../output.js';
 import { dataDirOption, formatMiB, reportFailure, withStore } from './images.js';
 
@@ -14,6 +17,9 @@ interface DumpArgs {
   name?: string;
   'leave-running': boolean;
   'data-dir'?: string;
+  socket?: string;
+  url?: string;
+  'token-file'?: string;
   json: boolean;
 }
 
@@ -33,7 +39,7 @@ function progressBar(enabled: boolean): { update: (p: DumpProgress) => void; sto
   return {
     update: (p) => {
       if (!started) {
-        bar.start(Math.max(p.pagesTotal, 1), 0, { phase: p.phase });
+        bar.start(Math.max(p.pagesTotal, 1), 0, { phase: p.phase.padEnd(10) });
         started = true;
       }
       bar.setTotal(Math.max(p.pagesTotal, 1));
@@ -74,6 +80,19 @@ export function formatDump(r: DumpResult): string {
   );
 }
 
+/**
+ * The daemon runs the dump and answers when it is committed (no progress bar: the request waits). Its answer is
+ * the local result plus the job id, which is left out so that the output is the same either way.
+ */
+async function dumpThroughDaemon(api: DaemonClient, args: DumpArgs): Promise<DumpResult> {
+  const { job: _job, ...result } = await api.dump({
+    pid: args.pid,
+    ...(args.name === undefined ? {} : { name: args.name }),
+    leaveRunning: args['leave-running'],
+  });
+  return result;
+}
+
 export const dumpCommand: CommandModule<object, DumpArgs> = {
   command: 'dump <pid>',
   describe: 'Checkpoint the process tree rooted at <pid> into the image store',
@@ -86,14 +105,19 @@ export const dumpCommand: CommandModule<object, DumpArgs> = {
         describe: 'Resume the tree after the dump instead of killing it',
       },
       ...dataDirOption,
+      ...daemonOptions,
       ...jsonOption,
     }),
   handler: async (args) => {
     const bar = progressBar(process.stderr.isTTY === true && !args.json);
     try {
-      const result = await withStore(args['data-dir'], (store) =>
-        dump(store, args.pid, { name: args.name, leaveRunning: args['leave-running'], onProgress: bar.update }),
-      );
+      const api = await connectDaemon(args);
+      const result =
+        api === null
+          ? await withStore(args['data-dir'], (store) =>
+              dump(store, args.pid, { name: args.name, leaveRunning: args['leave-running'], onProgress: bar.update }),
+            )
+          : await dumpThroughDaemon(api, args);
       bar.stop();
       if (args.json) printJson(result);
       else process.stdout.write(formatDump(result));

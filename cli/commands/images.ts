@@ -1,13 +1,15 @@
 /**
  * `lazyrestore images ls | inspect NAME | rm NAME [--json] [--data-dir DIR]`: the images in the store.
- * Until the daemon exists these open the store themselves (a store held by a running daemon answers
- * STORE_LOCKED). Also the store plumbing `dump` shares: the --data-dir option, opening the store with a clear
- * error, and printing a failure with its stable code.
+ * They go through the daemon when one answers (cli/client.ts connectDaemon: --socket, --url, or the default
+ * socket), else open the store themselves (--data-dir names one to open here). Also the store plumbing `dump`
+ * shares: the --data-dir option, opening the store with a clear error, and printing a failure with its stable
+ * code.
  */
 import type { Argv, CommandModule } from 'yargs';
 import { defaultDataDir } from '../../daemon/dump/defaults.js';
 import { LazyRestoreError, type Problem } from '../../daemon/errors.js';
 import { ImageStore, isStoreError, type ImageSummary, type LoadedImage } from '../../daemon/store/index.js';
+import { connectDaemon, daemonOptions, type DaemonClient } from '../client.js';
 import { failWith, formatSections, jsonOption, printJson, type Row, type Section } from '../output.js';
 
 export const dataDirOption = {
@@ -67,6 +69,19 @@ export function formatMiB(bytes: number): string {
 interface ImagesArgs {
   json: boolean;
   'data-dir'?: string;
+  socket?: string;
+  url?: string;
+  'token-file'?: string;
+}
+
+/** Runs `local` on the store opened here, or `remote` through the daemon when one answers (connectDaemon). */
+async function either<T>(
+  args: ImagesArgs,
+  remote: (api: DaemonClient) => Promise<T>,
+  local: (store: ImageStore) => Promise<T>,
+): Promise<T> {
+  const api = await connectDaemon(args);
+  return api === null ? withStore(args['data-dir'], local) : remote(api);
 }
 
 interface NameArgs extends ImagesArgs {
@@ -149,10 +164,14 @@ function inspectJson(img: LoadedImage): unknown {
 const lsCommand: CommandModule<object, ImagesArgs> = {
   command: 'ls',
   describe: 'List the images in the store',
-  builder: (y: Argv) => y.options({ ...jsonOption, ...dataDirOption }),
+  builder: (y: Argv) => y.options({ ...jsonOption, ...dataDirOption, ...daemonOptions }),
   handler: async (args) => {
     try {
-      const images = await withStore(args['data-dir'], (store) => store.list());
+      const images = await either(
+        args,
+        async (api) => (await api.listImages()) as ImageSummary[],
+        (store) => store.list(),
+      );
       if (args.json) printJson(images);
       else process.stdout.write(formatList(images));
     } catch (e) {
@@ -167,10 +186,17 @@ const inspectCommand: CommandModule<object, NameArgs> = {
   builder: (y: Argv) =>
     y
       .positional('name', { type: 'string', demandOption: true, describe: 'Image name' })
-      .options({ ...jsonOption, ...dataDirOption }),
+      .options({ ...jsonOption, ...dataDirOption, ...daemonOptions }),
   handler: async (args) => {
     try {
-      const img = await withStore(args['data-dir'], (store) => store.loadImage(args.name));
+      const img = await either(
+        args,
+        async (api): Promise<LoadedImage> => {
+          const d = await api.inspectImage(args.name);
+          return { name: d.name, id: d.id, summary: d.summary, meta: new Map(Object.entries(d.meta)) };
+        },
+        (store) => store.loadImage(args.name),
+      );
       if (args.json) printJson(inspectJson(img));
       else process.stdout.write(formatInspect(img));
     } catch (e) {
@@ -185,10 +211,14 @@ const rmCommand: CommandModule<object, NameArgs> = {
   builder: (y: Argv) =>
     y
       .positional('name', { type: 'string', demandOption: true, describe: 'Image name' })
-      .options({ ...jsonOption, ...dataDirOption }),
+      .options({ ...jsonOption, ...dataDirOption, ...daemonOptions }),
   handler: async (args) => {
     try {
-      const r = await withStore(args['data-dir'], (store) => store.remove(args.name));
+      const r = await either(
+        args,
+        (api) => api.removeImage(args.name),
+        (store) => store.remove(args.name),
+      );
       if (args.json) printJson(r);
       else
         process.stdout.write(

@@ -20,6 +20,7 @@ import { isStoreError, type ImageStore, type ImageSummary, type ImageWriter } fr
 import { Tracer } from '../tracer.js';
 import { isLazyRestoreError, LazyRestoreError, refusal, type Problem } from '../errors.js';
 import { defaultImageName } from './defaults.js';
+import { assignDescriptions } from './descriptions.js';
 import { checkLinks, collectPipes, describeFds, type PipeRef } from './files.js';
 import { Freezer, type FrozenProcess } from './freeze.js';
 import {
@@ -147,6 +148,7 @@ async function collect(tree: FrozenProcess[], freezer: Freezer): Promise<Collect
   const read = tree.map((p) => (p.zombie ? null : readFrozenProcess(p)));
   const problems = read.flatMap((r) => r?.problems ?? []);
   if (problems.length > 0) throw refusal(problems);
+  assignDescriptions(tree.flatMap((p, i) => (read[i] ? [{ pid: p.pid, records: read[i].fds.records }] : [])));
 
   const meta: Collected['meta'] = { tree: { processes: [] }, processes: [], threads: [], pipes: [], shmem: [] };
   const plans: MemoryPlan[] = [];

@@ -105,6 +105,8 @@ export interface FdBase {
   /** Open flags without O_CLOEXEC (octal in fdinfo; O_APPEND and the access mode among them). */
   flags: number;
   pos: number;
+  /** Shared by every fd of the tree that refers to the same open file description (kcmp KCMP_FILE); absent when unshared. */
+  description?: string;
 }
 
 export type FdRecord = FdBase &

@@ -59,7 +59,11 @@ export class RestoreContext {
 
   /** A batch of syscalls for thread `tid` (default: the leader) of `task`. */
   batch(task: ProcTask, tid = task.pid): Batch {
-    return new Batch(this.tracer, { pid: task.pid, gadget: task.gadget, scratch: task.scratch, memFd: task.memFd }, tid);
+    return new Batch(
+      this.tracer,
+      { pid: task.pid, gadget: task.gadget, scratch: task.scratch, memFd: task.memFd },
+      tid,
+    );
   }
 
   thread(task: ProcTask, tid: number): ThreadRecord {

@@ -47,7 +47,8 @@ function capData(b: Batch, c: CredsRecord): number {
 function queueCreds(b: Batch, c: CredsRecord): void {
   const bnd = BigInt(c.caps.bnd);
   for (let cap = 0; cap <= CAP_LAST; cap++) {
-    if (!(bnd & (1n << BigInt(cap)))) b.call(`prctl(PR_CAPBSET_DROP, ${cap})`, SYS.prctl, [PR.CAPBSET_DROP, cap], { allowFail: true });
+    if (!(bnd & (1n << BigInt(cap))))
+      b.call(`prctl(PR_CAPBSET_DROP, ${cap})`, SYS.prctl, [PR.CAPBSET_DROP, cap], { allowFail: true });
   }
   const groups = Buffer.alloc(4 * Math.max(1, c.groups.length));
   c.groups.forEach((g, i) => groups.writeUInt32LE(g, i * 4));
@@ -63,7 +64,8 @@ function queueCreds(b: Batch, c: CredsRecord): void {
   b.call('prctl(PR_CAP_AMBIENT_CLEAR_ALL)', SYS.prctl, [PR.CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0]);
   const amb = BigInt(c.caps.amb);
   for (let cap = 0; cap <= CAP_LAST; cap++) {
-    if (amb & (1n << BigInt(cap))) b.call(`prctl(PR_CAP_AMBIENT_RAISE, ${cap})`, SYS.prctl, [PR.CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0]);
+    if (amb & (1n << BigInt(cap)))
+      b.call(`prctl(PR_CAP_AMBIENT_RAISE, ${cap})`, SYS.prctl, [PR.CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0]);
   }
   b.call('prctl(PR_SET_KEEPCAPS, 0)', SYS.prctl, [PR.SET_KEEPCAPS, 0]);
   // A change of credentials makes the mm non-dumpable; the dumped process was (the dump read it).

@@ -47,7 +47,7 @@ function openChecked(path: string, flags: number, expect: FileRef | null): numbe
 }
 
 function writeAll(fd: number, data: Buffer): void {
-  for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done);
+  for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done);
 }
 
 /** Everything the restoring process holds open for the tasks to copy; closed once the tree is released. */
@@ -59,6 +59,7 @@ export class NodeFiles {
   private readonly pipeEnds = new Map<string, { read: number; write: number }>();
   private readonly fifoAnchors = new Map<string, number>();
   private readonly shmemFds = new Map<string, number>();
+  private readonly descriptions = new Map<string, number>();
   readonly notes: string[] = [];
 
   private own(fd: number): number {
@@ -74,13 +75,17 @@ export class NodeFiles {
       if (rec === null) continue;
       this.exes.set(rec.pid, this.own(openChecked(rec.exe.path, constants.O_RDONLY, rec.exe)));
       for (const v of rec.vmas) if (v.file && v.content === 'file') this.mappingFd(v);
-      for (const f of rec.fds) this.fdObjects.set(`${rec.pid}/${f.fd}`, this.openFd(rec, f, img));
+      for (const f of rec.fds) this.fdObjects.set(`${rec.pid}/${f.fd}`, this.sharedOrOpen(rec, f, img));
     }
   }
 
   private createPipe(pipe: PipeRecord): void {
     const data = Buffer.from(pipe.data, 'base64');
-    if (data.length > pipe.size) throw new LazyRestoreError('CORRUPT_IMAGE', `pipe ${pipe.id}: ${data.length} bytes buffered in a pipe of ${pipe.size}`);
+    if (data.length > pipe.size)
+      throw new LazyRestoreError(
+        'CORRUPT_IMAGE',
+        `pipe ${pipe.id}: ${data.length} bytes buffered in a pipe of ${pipe.size}`,
+      );
     if (pipe.externalPids && pipe.externalPids.length > 0) {
       this.notes.push(
         `pipe ${pipe.id} was shared with processes outside the tree (${pipe.externalPids.join(', ')}); ` +
@@ -99,6 +104,22 @@ export class NodeFiles {
     this.own(write);
     writeAll(write, data);
     this.pipeEnds.set(pipe.id, { read, write });
+  }
+
+  /**
+   * fds that shared one open file description when dumped (dup'ed, inherited across fork) share one again, so
+   * they keep sharing the offset: when the image says so with `description` (optional, see
+   * docs/image-format.md); without it each fd gets a description of its own.
+   */
+  private sharedOrOpen(rec: ProcessRecord, f: FdRecord, img: RestoreImage): number {
+    const description = f.description;
+    if (description === undefined || f.kind === 'pipe') return this.openFd(rec, f, img);
+    let fd = this.descriptions.get(description);
+    if (fd === undefined) {
+      fd = this.openFd(rec, f, img);
+      this.descriptions.set(description, fd);
+    }
+    return fd;
   }
 
   private openFd(rec: ProcessRecord, f: FdRecord, img: RestoreImage): number {
@@ -124,7 +145,8 @@ export class NodeFiles {
       }
       case 'fifo': {
         const pipe = img.pipes.get(f.pipe);
-        if (!pipe?.fifo) throw new LazyRestoreError('CORRUPT_IMAGE', `${where} names FIFO ${f.pipe}, which the image lacks`);
+        if (!pipe?.fifo)
+          throw new LazyRestoreError('CORRUPT_IMAGE', `${where} names FIFO ${f.pipe}, which the image lacks`);
         return this.own(openChecked(f.path, (f.flags & O_ACCMODE) | O_NONBLOCK, pipe.fifo));
       }
       default:
@@ -178,8 +200,10 @@ export class NodeFiles {
       const tmp = high[i]!;
       b.call(`dup3(fd ${f.fd})`, SYS.dup3, [tmp, f.fd, f.cloexec ? O_CLOEXEC : 0]);
       b.call('close', SYS.close, [tmp]);
-      if ((f.kind === 'file' || f.kind === 'directory') && f.pos > 0) b.call(`lseek(fd ${f.fd})`, SYS.lseek, [f.fd, f.pos, 0]);
-      if (f.kind === 'pipe' || f.kind === 'fifo') b.call(`fcntl(fd ${f.fd}, F_SETFL)`, SYS.fcntl, [f.fd, F.SETFL, f.flags]);
+      if ((f.kind === 'file' || f.kind === 'directory') && f.pos > 0)
+        b.call(`lseek(fd ${f.fd})`, SYS.lseek, [f.fd, f.pos, 0]);
+      if (f.kind === 'pipe' || f.kind === 'fifo')
+        b.call(`fcntl(fd ${f.fd}, F_SETFL)`, SYS.fcntl, [f.fd, F.SETFL, f.flags]);
     });
   }
 

@@ -59,7 +59,8 @@ function checkThread(t: ThreadRecord, name: string): void {
     typeof t.sigaltstack === 'object' &&
     typeof t.robustList === 'object';
   if (!ok) throw corrupt(name, `thread/${t.tid} lacks registers, signal state or robust list`);
-  if (Buffer.from(t.regs, 'base64').length !== 27 * 8) throw corrupt(name, `thread/${t.tid}: regs are not a user_regs_struct`);
+  if (Buffer.from(t.regs, 'base64').length !== 27 * 8)
+    throw corrupt(name, `thread/${t.tid}: regs are not a user_regs_struct`);
 }
 
 function checkProcess(p: ProcessRecord, name: string): void {
@@ -80,7 +81,10 @@ export async function loadRestoreImage(store: ImageStore, name: string): Promise
   const meta = loaded.meta;
   const image = record<ImageRecord>(meta, 'image', name);
   if (image.format !== IMAGE_FORMAT) {
-    throw new LazyRestoreError('IMAGE_INCOMPATIBLE', `image ${name} has format ${image.format}; this restore reads format ${IMAGE_FORMAT}`);
+    throw new LazyRestoreError(
+      'IMAGE_INCOMPATIBLE',
+      `image ${name} has format ${image.format}; this restore reads format ${IMAGE_FORMAT}`,
+    );
   }
   const tree = record<{ processes: TreeEntry[] }>(meta, 'tree', name);
   if (!Array.isArray(tree.processes) || tree.processes.length === 0) throw corrupt(name, 'the tree has no process');
@@ -98,7 +102,8 @@ export async function loadRestoreImage(store: ImageStore, name: string): Promise
       continue;
     }
     checkProcess(rec, name);
-    if (!Array.isArray(entry.tids) || entry.tids[0] !== entry.pid) throw corrupt(name, `process ${entry.pid}: bad thread list`);
+    if (!Array.isArray(entry.tids) || entry.tids[0] !== entry.pid)
+      throw corrupt(name, `process ${entry.pid}: bad thread list`);
     const threads = entry.tids.map((tid) => record<ThreadRecord>(meta, `thread/${tid}`, name));
     for (const t of threads) checkThread(t, name);
     processes.push({ entry, record: rec, zombie: null, threads });
@@ -122,12 +127,17 @@ export async function loadImageOrThrow(store: ImageStore, name: string): Promise
   }
 }
 
+// The kernel gives every process the same special mappings; read once (this process's maps are long).
+let specialSizes: Map<string, number> | null = null;
+
 /** Sizes of this process's [vdso], [vvar] and [vvar_vclock]: the restorer gets the same. */
 export function ownSpecialSizes(): Map<string, number> {
+  if (specialSizes) return specialSizes;
   const out = new Map<string, number>();
   for (const v of parseMaps(readFileSync('/proc/self/maps', 'utf8'), '/proc/self/maps')) {
     if (v.kind === 'vdso' || v.kind === 'vvar' || v.kind === 'vvar_vclock') out.set(v.kind, v.end - v.start);
   }
+  specialSizes = out;
   return out;
 }
 
@@ -161,8 +171,14 @@ export function checkCompatible(img: RestoreImage): void {
 function holder(id: number): string {
   try {
     const comm = readFileSync(`/proc/${id}/comm`, 'utf8').trim();
-    const tgid = /^Tgid:\s*(\d+)/m.exec(readFileSync(`/proc/${id}/status`, 'utf8'))?.[1];
-    return tgid !== undefined && Number(tgid) !== id ? `thread of process ${tgid} (${comm})` : `process ${id} (${comm})`;
+    const status = readFileSync(`/proc/${id}/status`, 'utf8');
+    const tgid = Number(/^Tgid:\s*(\d+)/m.exec(status)?.[1]);
+    if (tgid !== id) return `a thread of process ${tgid} (${comm})`;
+    if (/^State:\s*Z/m.test(status)) {
+      const ppid = /^PPid:\s*(\d+)/m.exec(status)?.[1];
+      return `process ${id} (${comm}), a zombie its parent ${ppid} has not reaped yet`;
+    }
+    return `process ${id} (${comm})`;
   } catch {
     return 'a task that just exited';
   }
@@ -170,9 +186,19 @@ function holder(id: number): string {
 
 /** Every pid and tid of the image must be free: clone3 with set_tid cannot take an id that is in use. */
 export function checkIdsFree(img: RestoreImage): void {
+  const pidMax = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8'));
   for (const p of img.processes) {
     const ids = p.zombie ? [p.entry.pid] : p.entry.tids;
     for (const id of ids) {
+      if (id >= pidMax) {
+        throw new LazyRestoreError(
+          'IMAGE_INCOMPATIBLE',
+          `image ${img.name}: id ${id} is beyond this system's pid_max (${pidMax})`,
+          {
+            pid: p.entry.pid,
+          },
+        );
+      }
       if (existsSync(`/proc/${id}`)) {
         const what = id === p.entry.pid ? `pid ${id}` : `tid ${id} (of process ${p.entry.pid})`;
         throw new LazyRestoreError('PID_IN_USE', `image ${img.name}: ${what} is in use by ${holder(id)}`, {

@@ -117,7 +117,10 @@ export class Batch {
   put(bytes: Buffer): number {
     const off = (this.used + 7) & ~7;
     if (off + bytes.length > this.data.length) {
-      throw new LazyRestoreError('RESTORE_FAILED', `process ${this.target.pid}: scratch area of ${this.data.length} bytes is full`);
+      throw new LazyRestoreError(
+        'RESTORE_FAILED',
+        `process ${this.target.pid}: scratch area of ${this.data.length} bytes is full`,
+      );
     }
     bytes.copy(this.data, off);
     this.used = off + bytes.length;

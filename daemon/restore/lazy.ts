@@ -34,10 +34,20 @@ export function checkLazySupported(): void {
   try {
     offered = native.uffdProbe().features;
   } catch (e) {
-    throw new LazyRestoreError('LAZY_UNSUPPORTED', `userfaultfd is not usable here (${(e as Error).message}); use --eager`, {
-      cause: e,
-    });
+    throw new LazyRestoreError(
+      'LAZY_UNSUPPORTED',
+      `userfaultfd is not usable here (${(e as Error).message}); use --eager`,
+      {
+        cause: e,
+      },
+    );
   }
+  checkLazyFeatures(offered);
+}
+
+/** The decision of {@link checkLazySupported} for the feature mask a kernel offers (UFFDIO_API): refuses lazy
+ *  restore with LAZY_UNSUPPORTED naming every feature of {@link LAZY_FEATURES} the mask lacks. */
+export function checkLazyFeatures(offered: number): void {
   const missing = LAZY_FEATURES & ~offered;
   if (missing !== 0) {
     throw new LazyRestoreError(
@@ -50,7 +60,7 @@ export function checkLazySupported(): void {
 /** Copies one window into a source: its pages with data, and the rest as zero (absent or zero when dumped). */
 function feedWindow(source: PageSource, w: PageWindow): void {
   let k = 0;
-  for (let i = 0; i < 16; ) {
+  for (let i = 0; i < 16;) {
     const has = (w.bitmap & (1 << i)) !== 0;
     let j = i;
     while (j < 16 && ((w.bitmap & (1 << j)) !== 0) === has) j++;
@@ -197,6 +207,8 @@ export class LazySession {
   private statsTimer: NodeJS.Timeout | null = null;
   private settle!: { resolve: (s: LazyStats) => void; reject: (e: unknown) => void };
   private failed = false;
+  /** A feed failure, kept so that a restore still in progress can abort on it. */
+  failure: unknown = null;
   readonly completion: Promise<LazyStats>;
 
   constructor(
@@ -337,13 +349,17 @@ export class LazySession {
     };
     sourceCache.trim();
     const closing = this.ownsService ? this.service.close() : Promise.resolve();
-    closing.then(() => this.settle.resolve(stats), (e: unknown) => this.settle.reject(e));
+    closing.then(
+      () => this.settle.resolve(stats),
+      (e: unknown) => this.settle.reject(e),
+    );
   }
 
   /** A feed failed (the store could not give the data): the tree must not run on missing memory. */
   private fail(e: unknown): void {
     if (this.failed) return;
     this.failed = true;
+    this.failure = e;
     this.onFatal(e);
     this.releaseAll();
     this.settle.reject(e);

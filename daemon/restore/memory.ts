@@ -10,13 +10,24 @@
 import { openSync, writeSync } from 'node:fs';
 import { readMaps, type Vma } from '../proc/index.js';
 import { LazyRestoreError } from '../errors.js';
-import { mmIdOf, shmemMmId, type ThreadRecord, type VmaRecord } from '../dump/image.js';
+import { mmIdOf, shmemMmId, type MmRecord, type ThreadRecord, type VmaRecord } from '../dump/image.js';
 import type { ProcTask, RestoreContext } from './context.js';
 import { REGION_SIZE } from './context.js';
 import { writeMem, type Arg, type Batch, type Ref } from './inject.js';
 import type { NodeFiles } from './files.js';
 import type { RestoreImage } from './image.js';
-import { MADV, MAP, MLOCK_ONFAULT, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE, PR, PR_SET_VMA_ANON_NAME, PROT, SYS } from './sys.js';
+import {
+  MADV,
+  MAP,
+  MLOCK_ONFAULT,
+  MREMAP_FIXED,
+  MREMAP_MAYMOVE,
+  PAGE,
+  PR,
+  PR_SET_VMA_ANON_NAME,
+  PROT,
+  SYS,
+} from './sys.js';
 
 const GADGET = Buffer.from([0x0f, 0x05, 0xcc]); // syscall; int3
 const SPECIALS = new Set(['vdso', 'vvar', 'vvar_vclock']);
@@ -58,7 +69,10 @@ export function checkVmas(img: RestoreImage): void {
         );
       }
       if (v.content === 'shmem' && (v.shmem === undefined || !img.shmem.has(v.shmem))) {
-        throw new LazyRestoreError('CORRUPT_IMAGE', `process ${p.entry.pid}: mapping ${hexRange(v)} names a shared object the image lacks`);
+        throw new LazyRestoreError(
+          'CORRUPT_IMAGE',
+          `process ${p.entry.pid}: mapping ${hexRange(v)} names a shared object the image lacks`,
+        );
       }
     }
   }
@@ -73,7 +87,8 @@ export function findGap(used: Array<{ start: number; end: number }>, size: numbe
     if (r.start >= at + size) break;
     at = Math.ceil(r.end / PAGE) * PAGE;
   }
-  if (at + size > USER_END) throw new LazyRestoreError('RESTORE_FAILED', `no free room of ${size} bytes in the address space`);
+  if (at + size > USER_END)
+    throw new LazyRestoreError('RESTORE_FAILED', `no free room of ${size} bytes in the address space`);
   return at;
 }
 
@@ -92,17 +107,24 @@ export function isLazyVma(v: VmaRecord): boolean {
 /**
  * Pages the kernel or the first instructions touch before the page service could serve them: the page under
  * each thread's stack pointer (and the red zone below it) and its rseq area (the kernel writes it on every return
- * to user space, including the injections that follow the registration).
+ * to user space, including the injections that follow the registration). Also the argument and environment
+ * strings: other processes read them through /proc/<pid>/cmdline and environ, and a remote read of a page that
+ * is still lazy fails instead of waiting (ps would show an empty command line).
  */
-export function eagerPages(threads: ThreadRecord[]): Set<number> {
+export function eagerPages(threads: ThreadRecord[], mm: MmRecord): Set<number> {
   const out = new Set<number>();
   const page = (a: number) => Math.floor(a / PAGE) * PAGE;
+  const range = (start: number, end: number): void => {
+    for (let a = page(start); a < end; a += PAGE) out.add(a);
+  };
   for (const t of threads) {
     const rsp = Number(Buffer.from(t.regs, 'base64').readBigUInt64LE(152));
     out.add(page(rsp));
     out.add(page(rsp - 256));
-    if (t.rseq) for (let a = page(t.rseq.ptr); a < t.rseq.ptr + t.rseq.len; a += PAGE) out.add(a);
+    if (t.rseq) range(t.rseq.ptr, t.rseq.ptr + t.rseq.len);
   }
+  range(mm.argStart, mm.argEnd);
+  range(mm.envStart, mm.envEnd);
   return out;
 }
 
@@ -115,7 +137,8 @@ export async function enterRegion(ctx: RestoreContext, task: ProcTask): Promise<
   const flags = MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE;
   b.call('mmap(region)', SYS.mmap, [start, REGION_SIZE, PROT.READ | PROT.WRITE | PROT.EXEC, flags, -1, 0]);
   const [got] = await b.run();
-  if (Number(got) !== start) throw new LazyRestoreError('RESTORE_FAILED', `process ${task.pid}: region mapped at ${got}, not ${start}`);
+  if (Number(got) !== start)
+    throw new LazyRestoreError('RESTORE_FAILED', `process ${task.pid}: region mapped at ${got}, not ${start}`);
   writeMem(task.memFd, start, GADGET);
   task.region = { start, size: REGION_SIZE };
   task.gadget = start;
@@ -174,7 +197,7 @@ export async function createShmem(ctx: RestoreContext, task: ProcTask, files: No
     const fd = files.shmemFd(id)!;
     for await (const w of ctx.store.pages(ctx.img.id, shmemMmId(id))) {
       forEachDataRun(w, (addr, data) => {
-        for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done, addr + done);
+        for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done, addr + done);
       });
     }
   }
@@ -281,7 +304,7 @@ interface WriteRange {
 /** The ranges of private memory to write before the task runs: all of it eagerly, else what cannot wait. */
 function writeRanges(task: ProcTask, eager: boolean): WriteRange[] {
   const rec = task.image.record!;
-  const pages = eager ? new Set<number>() : eagerPages(task.image.threads);
+  const pages = eager ? new Set<number>() : eagerPages(task.image.threads, rec.mm);
   const out: WriteRange[] = [];
   for (const v of rec.vmas) {
     if (v.content === 'file' && !v.shared) out.push({ start: v.start, end: v.end, file: true });
@@ -301,29 +324,84 @@ function writeRanges(task: ProcTask, eager: boolean): WriteRange[] {
 }
 
 const ZERO_PAGE = Buffer.alloc(PAGE);
+/** Ranges closer than this are read with one pass over the store (the pages between are skipped). */
+const READ_GAP = 1 << 20;
+/** Store reads in flight at once while writing the contents of one process. */
+const READ_CONCURRENCY = 4;
 
-/** Writes the dumped private pages of `task` that must be present before it runs; returns the bytes written. */
-export async function writeContents(ctx: RestoreContext, task: ProcTask): Promise<number> {
-  const mmId = mmIdOf(task.pid);
-  let bytes = 0;
-  for (const r of writeRanges(task, ctx.options.eager)) {
-    const inRange = (a: number): boolean => a >= r.start && a < r.end;
-    for await (const w of ctx.store.pages(ctx.img.id, mmId, { from: r.start, to: r.end })) {
-      forEachDataRun(
-        w,
-        (addr, data) => {
-          writeMem(task.memFd, addr, data);
-          bytes += data.length;
-        },
-        inRange,
-      );
-      if (!r.file) continue;
-      for (let i = 0; i < 16; i++) {
-        const addr = w.address + i * PAGE;
-        if (inRange(addr) && w.present & (1 << i) && !(w.bitmap & (1 << i))) writeMem(task.memFd, addr, ZERO_PAGE);
-      }
+interface Span {
+  start: number;
+  end: number;
+  ranges: WriteRange[];
+}
+
+function spansOf(ranges: WriteRange[]): Span[] {
+  const spans: Span[] = [];
+  for (const r of ranges) {
+    const last = spans[spans.length - 1];
+    if (last && r.start - last.end < READ_GAP) {
+      last.end = r.end;
+      last.ranges.push(r);
+    } else {
+      spans.push({ start: r.start, end: r.end, ranges: [r] });
     }
+  }
+  return spans;
+}
+
+/** One pass over the store for a span; writes the pages that fall in its ranges. Returns the bytes written. */
+async function writeSpan(ctx: RestoreContext, task: ProcTask, span: Span): Promise<number> {
+  let bytes = 0;
+  let i = 0;
+  // Pages arrive in ascending order, so the range lookup only moves forward.
+  const rangeOf = (a: number): WriteRange | undefined => {
+    while (i < span.ranges.length && span.ranges[i]!.end <= a) i++;
+    const r = span.ranges[i];
+    return r && a >= r.start ? r : undefined;
+  };
+  for await (const w of ctx.store.pages(ctx.img.id, mmIdOf(task.pid), { from: span.start, to: span.end })) {
+    let k = 0;
+    let runStart = -1;
+    let runFirst = 0;
+    const flush = (): void => {
+      if (runStart < 0) return;
+      const data = w.data.subarray(runFirst * PAGE, k * PAGE);
+      writeMem(task.memFd, runStart, data);
+      bytes += data.length;
+      runStart = -1;
+    };
+    for (let p = 0; p < 16; p++) {
+      const addr = w.address + p * PAGE;
+      const hasData = (w.bitmap & (1 << p)) !== 0;
+      const r = rangeOf(addr);
+      if (r && hasData) {
+        if (runStart < 0) {
+          runStart = addr;
+          runFirst = k;
+        }
+      } else {
+        flush();
+        // A dirty page of a private file mapping that was all zeros: not the file's bytes.
+        if (r?.file && w.present & (1 << p)) writeMem(task.memFd, addr, ZERO_PAGE);
+      }
+      if (hasData) k++;
+    }
+    flush();
   }
   return bytes;
 }
 
+/** Writes the dumped private pages of `task` that must be present before it runs; returns the bytes written. */
+export async function writeContents(ctx: RestoreContext, task: ProcTask): Promise<number> {
+  const spans = spansOf(writeRanges(task, ctx.options.eager));
+  let bytes = 0;
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < spans.length) {
+      const n = await writeSpan(ctx, task, spans[next++]!);
+      bytes += n; // not `bytes += await ...`: that reads `bytes` before the other workers add to it
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(READ_CONCURRENCY, spans.length) }, worker));
+  return bytes;
+}

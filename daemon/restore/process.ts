@@ -10,7 +10,18 @@ import type { ProcTask, RestoreContext } from './context.js';
 import type { NodeFiles } from './files.js';
 import type { Batch, Ref } from './inject.js';
 import type { RestoreImage } from './image.js';
-import { F, KSIGACTION_SIZE, O_CLOEXEC, PR, PR_SET_MM_MAP, PRCTL_MM_MAP_SIZE, SIGKILL, SIGSTOP, SIGSET_SIZE, SYS } from './sys.js';
+import {
+  F,
+  KSIGACTION_SIZE,
+  O_CLOEXEC,
+  PR,
+  PR_SET_MM_MAP,
+  PRCTL_MM_MAP_SIZE,
+  SIGKILL,
+  SIGSTOP,
+  SIGSET_SIZE,
+  SYS,
+} from './sys.js';
 
 /** Refuses process state this restore cannot give back, before anything is created. */
 export function checkProcesses(img: RestoreImage): void {
@@ -18,9 +29,13 @@ export function checkProcesses(img: RestoreImage): void {
     const rec = p.record;
     if (rec === null) continue;
     if (rec.root !== '/') {
-      throw new LazyRestoreError('UNSUPPORTED_IMAGE', `process ${rec.pid}: its root directory is ${rec.root} (chroot is not restored)`, {
-        pid: rec.pid,
-      });
+      throw new LazyRestoreError(
+        'UNSUPPORTED_IMAGE',
+        `process ${rec.pid}: its root directory is ${rec.root} (chroot is not restored)`,
+        {
+          pid: rec.pid,
+        },
+      );
     }
   }
 }
@@ -100,7 +115,13 @@ export async function restoreProcessState(ctx: RestoreContext, task: ProcTask, f
     if (s.signo === SIGKILL || s.signo === SIGSTOP) continue;
     b.call(`rt_sigaction(${s.signo})`, SYS.rt_sigaction, [s.signo, sigaction(b, s), 0, SIGSET_SIZE]);
   }
-  b.call('prctl(PR_SET_MM, PR_SET_MM_MAP)', SYS.prctl, [PR.SET_MM, PR_SET_MM_MAP, mmMap(b, rec, exeAt), PRCTL_MM_MAP_SIZE, 0]);
+  b.call('prctl(PR_SET_MM, PR_SET_MM_MAP)', SYS.prctl, [
+    PR.SET_MM,
+    PR_SET_MM_MAP,
+    mmMap(b, rec, exeAt),
+    PRCTL_MM_MAP_SIZE,
+    0,
+  ]);
   b.call('close', SYS.close, [exeAt]);
   b.call('personality', SYS.personality, [rec.personality]);
   if (rec.pdeathsig !== 0) b.call('prctl(PR_SET_PDEATHSIG)', SYS.prctl, [PR.SET_PDEATHSIG, rec.pdeathsig]);

@@ -69,6 +69,8 @@ export interface RestoredTree {
   runningMs: number;
   /** Bytes written before the tree ran (all of its memory for --eager). */
   eagerBytes: number;
+  /** Milliseconds until running, per step: load, files, tree, layout, contents, state, uffd, final, release. */
+  phases: Record<string, number>;
   /** What was restored differently from the dump (groups and sessions outside the tree, external pipes). */
   notes: string[];
   /** Settles when every restored task has all its memory (or is gone); rejects if a feed failed (the tree is
@@ -92,7 +94,13 @@ function asRestoreError(e: unknown, name: string): unknown {
 }
 
 /** Step 3 for one live process. Returns the bytes written before it runs. */
-async function buildProcess(ctx: RestoreContext, task: ProcTask, files: NodeFiles, lazy: LazySession | null): Promise<number> {
+async function buildProcess(
+  ctx: RestoreContext,
+  task: ProcTask,
+  files: NodeFiles,
+  lazy: LazySession | null,
+  phases: PhaseTimer,
+): Promise<number> {
   const rec = task.image.record!;
   const helper = await enterRegion(ctx, task);
   await clearHelper(ctx, task, helper);
@@ -101,18 +109,39 @@ async function buildProcess(ctx: RestoreContext, task: ProcTask, files: NodeFile
   const pidfd = openRestorerPidfd(b, fdsAbove(rec));
   mapVmas(b, task, files, pidfd);
   task.restorerPidfd = Number((await b.run())[pidfd.index]);
+  phases.mark('layout');
   const bytes = await writeContents(ctx, task);
   const after = ctx.batch(task);
   finishVmas(after, task);
   await after.run();
+  phases.mark('contents');
   await restoreProcessState(ctx, task, files);
   await createThreads(ctx, task);
   for (const t of task.image.threads) await restoreThreadState(ctx, task, t);
+  phases.mark('state');
   if (lazy) await lazy.register(ctx, task);
+  phases.mark('uffd');
   await restoreCreds(ctx, task);
   await queuePending(ctx, task);
   await finishProcess(ctx, task);
+  phases.mark('final');
   return bytes;
+}
+
+/** Where the time until running goes, per step (milliseconds, summed over processes). */
+class PhaseTimer {
+  private last: number;
+  readonly phases: Record<string, number> = {};
+
+  constructor(t0: number) {
+    this.last = t0;
+  }
+
+  mark(name: string): void {
+    const now = performance.now();
+    this.phases[name] = (this.phases[name] ?? 0) + now - this.last;
+    this.last = now;
+  }
 }
 
 async function waitGone(ctx: RestoreContext, tid: number): Promise<void> {
@@ -163,8 +192,13 @@ function describeProcesses(ctx: RestoreContext): RestoredProcess[] {
 }
 
 /** Restores image `name` from `store`; resolves once the whole tree runs. See the module comment. */
-export async function restoreImage(store: ImageStore, name: string, options: RestoreOptions = {}): Promise<RestoredTree> {
+export async function restoreImage(
+  store: ImageStore,
+  name: string,
+  options: RestoreOptions = {},
+): Promise<RestoredTree> {
   const t0 = performance.now();
+  const phases = new PhaseTimer(t0);
   const eager = options.eager === true;
   const img = await loadImageOrThrow(store, name);
   checkCompatible(img);
@@ -172,6 +206,7 @@ export async function restoreImage(store: ImageStore, name: string, options: Res
   checkProcesses(img);
   checkIdsFree(img);
   if (!eager) checkLazySupported();
+  phases.mark('load');
   const files = new NodeFiles();
   try {
     files.openAll(img);
@@ -179,6 +214,7 @@ export async function restoreImage(store: ImageStore, name: string, options: Res
     files.closeAll();
     throw e;
   }
+  phases.mark('files');
   const tracer = Tracer.open();
   const ctx = new RestoreContext(store, img, tracer, { eager });
   let lazy: LazySession | null = null;
@@ -187,14 +223,25 @@ export async function restoreImage(store: ImageStore, name: string, options: Res
   try {
     await spawnRoot(ctx);
     await createTree(ctx);
+    phases.mark('tree');
     if (!eager) {
       const service = options.pageService ?? new PageService();
-      lazy = new LazySession(store, img.id, service, options.pageService === undefined, t0, (e) => fatal(e), options.backgroundChunkBytes);
+      lazy = new LazySession(
+        store,
+        img.id,
+        service,
+        options.pageService === undefined,
+        t0,
+        (e) => fatal(e),
+        options.backgroundChunkBytes,
+      );
     }
     for (const task of ctx.tasks.values()) {
       if (task.image.zombie) await prepareZombie(ctx, task);
-      else eagerBytes += await buildProcess(ctx, task, files, lazy);
+      else eagerBytes += await buildProcess(ctx, task, files, lazy, phases);
     }
+    // The store failed to give a page the kernel needed meanwhile: the tree must not run on missing memory.
+    if (lazy?.failure) throw asRestoreError(lazy.failure, name);
     const tids: number[] = [];
     const signals: number[] = [];
     for (const task of ctx.tasks.values()) {
@@ -204,6 +251,7 @@ export async function restoreImage(store: ImageStore, name: string, options: Res
       }
     }
     await native.restoreDetachAll(tracerHandleOf(tracer), tids, signals);
+    phases.mark('release');
   } catch (e) {
     await abort(ctx, lazy, files).catch(() => undefined);
     throw asRestoreError(e, name);
@@ -243,7 +291,13 @@ export async function restoreImage(store: ImageStore, name: string, options: Res
       errors: s.errors,
     }));
   } else {
-    complete = Promise.resolve({ completeMs: runningMs, faultPages: 0, backgroundPages: 0, cachedBytes: 0, errors: [] });
+    complete = Promise.resolve({
+      completeMs: runningMs,
+      faultPages: 0,
+      backgroundPages: 0,
+      cachedBytes: 0,
+      errors: [],
+    });
   }
   complete.catch(() => undefined);
   return {
@@ -254,6 +308,7 @@ export async function restoreImage(store: ImageStore, name: string, options: Res
     lazy: lazy !== null,
     runningMs,
     eagerBytes,
+    phases: phases.phases,
     notes: [...ctx.notes, ...files.notes],
     complete,
     exited,

@@ -70,12 +70,21 @@ export async function queuePending(ctx: RestoreContext, task: ProcTask): Promise
     for (const si of t.pending) {
       const info = Buffer.from(si, 'base64');
       if (info.length !== SIGINFO_SIZE) throw new LazyRestoreError('CORRUPT_IMAGE', `thread ${t.tid}: bad siginfo`);
-      b.call(`rt_tgsigqueueinfo(${info.readInt32LE(0)})`, SYS.rt_tgsigqueueinfo, [task.pid, t.tid, info.readInt32LE(0), b.put(info)]);
+      b.call(`rt_tgsigqueueinfo(${info.readInt32LE(0)})`, SYS.rt_tgsigqueueinfo, [
+        task.pid,
+        t.tid,
+        info.readInt32LE(0),
+        b.put(info),
+      ]);
     }
     if (t.tid === task.pid) {
       for (const si of task.image.record!.sharedPending) {
         const info = Buffer.from(si, 'base64');
-        b.call(`rt_sigqueueinfo(${info.readInt32LE(0)})`, SYS.rt_sigqueueinfo, [task.pid, info.readInt32LE(0), b.put(info)]);
+        b.call(`rt_sigqueueinfo(${info.readInt32LE(0)})`, SYS.rt_sigqueueinfo, [
+          task.pid,
+          info.readInt32LE(0),
+          b.put(info),
+        ]);
       }
     }
     await b.run();

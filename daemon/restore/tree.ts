@@ -28,7 +28,10 @@ export function restorerPath(): string {
     if (existsSync(candidate)) return candidate;
     dir = dirname(dir);
   }
-  throw new LazyRestoreError('RESTORE_FAILED', 'the restorer helper is not built: run `npm run setup` (node-gyp rebuild)');
+  throw new LazyRestoreError(
+    'RESTORE_FAILED',
+    'the restorer helper is not built: run `npm run setup` (node-gyp rebuild)',
+  );
 }
 
 function errnoCode(e: unknown): string | undefined {
@@ -38,10 +41,13 @@ function errnoCode(e: unknown): string | undefined {
 }
 
 function pidInUse(pid: number, e: unknown): LazyRestoreError {
-  return new LazyRestoreError('PID_IN_USE', `pid ${pid} was taken while the restore was creating it`, { pid, cause: e });
+  return new LazyRestoreError('PID_IN_USE', `pid ${pid} was taken while the restore was creating it`, {
+    pid,
+    cause: e,
+  });
 }
 
-async function helperTask(ctx: RestoreContext, image: ImageProcess, gadget: number, scratchTop: number): Promise<ProcTask> {
+function helperTask(ctx: RestoreContext, image: ImageProcess, gadget: number, scratchTop: number): ProcTask {
   const pid = image.entry.pid;
   const task: ProcTask = {
     pid,
@@ -78,7 +84,7 @@ export async function spawnRoot(ctx: RestoreContext): Promise<ProcTask> {
     throw e;
   }
   const regs = await ctx.tracer.getRegs(pid);
-  const task = await helperTask(ctx, image, Number(regs.rip) + HELPER_GADGET_OFFSET, Number(regs.rsp & ~0xfffn));
+  const task = helperTask(ctx, image, Number(regs.rip) + HELPER_GADGET_OFFSET, Number(regs.rsp & ~0xfffn));
   // Everything the children must not inherit goes first: our open fds (execve kept the ones without
   // O_CLOEXEC), ignored signals, our tracer thread's timer slack.
   const b = ctx.batch(task);
@@ -119,9 +125,10 @@ async function cloneChild(ctx: RestoreContext, parent: ProcTask, image: ImagePro
     if (errnoCode(e) === 'EEXIST') throw pidInUse(pid, e);
     throw e;
   }
-  if (Number(child) !== pid) throw new LazyRestoreError('RESTORE_FAILED', `clone3 gave pid ${child}, not ${pid}`, { pid });
+  if (Number(child) !== pid)
+    throw new LazyRestoreError('RESTORE_FAILED', `clone3 gave pid ${child}, not ${pid}`, { pid });
   // Recorded before the first wait, so a failure from here on kills it with the rest.
-  const task = await helperTask(ctx, image, parent.gadget, parent.scratch.start + 0x10000);
+  const task = helperTask(ctx, image, parent.gadget, parent.scratch.start + 0x10000);
   await waitFirstStop(ctx, pid);
   return task;
 }

@@ -101,6 +101,24 @@ struct ServiceBinding {
   }
 };
 
+Napi::Object StatsToJs(Napi::Env env, const TaskStats& s) {
+  auto num = [&](uint64_t v) { return Napi::Number::New(env, static_cast<double>(v)); };
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("task", num(s.task));
+  o.Set("parent", s.parent != 0 ? Napi::Value(num(s.parent)) : env.Null());
+  o.Set("lazyPages", num(s.lazy_pages));
+  o.Set("faults", num(s.faults));
+  o.Set("pagesCopied", num(s.pages_copied));
+  o.Set("pagesZeroed", num(s.pages_zeroed));
+  Napi::Object ev = Napi::Object::New(env);
+  ev.Set("fork", num(s.fork));
+  ev.Set("remap", num(s.remap));
+  ev.Set("remove", num(s.remove));
+  ev.Set("unmap", num(s.unmap));
+  o.Set("events", ev);
+  return o;
+}
+
 Napi::Object ToJs(Napi::Env env, const ServiceEvent& e) {
   static const char* const kTypes[] = {"need",  "fork",     "remap", "remove",
                                        "unmap", "complete", "exit",  "error"};
@@ -126,6 +144,10 @@ Napi::Object ToJs(Napi::Env env, const ServiceEvent& e) {
     case EventType::kUnmap:
       o.Set("start", num(e.a));
       o.Set("end", num(e.b));
+      break;
+    case EventType::kComplete:
+    case EventType::kExit:
+      if (e.has_stats) o.Set("stats", StatsToJs(env, e.stats));
       break;
     case EventType::kError: {
       std::string code = ErrnoName(e.err);
@@ -292,25 +314,31 @@ Napi::Value PageServiceStats(const Napi::CallbackInfo& info) {
   ServiceBinding& b = *UnwrapService(info[0]);
   std::vector<TaskStats> stats = b.service->Stats();
   Napi::Array arr = Napi::Array::New(env, stats.size());
-  auto num = [&](uint64_t v) { return Napi::Number::New(env, static_cast<double>(v)); };
-  for (size_t i = 0; i < stats.size(); i++) {
-    const TaskStats& s = stats[i];
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("task", num(s.task));
-    o.Set("parent", s.parent != 0 ? Napi::Value(num(s.parent)) : env.Null());
-    o.Set("lazyPages", num(s.lazy_pages));
-    o.Set("faults", num(s.faults));
-    o.Set("pagesCopied", num(s.pages_copied));
-    o.Set("pagesZeroed", num(s.pages_zeroed));
-    Napi::Object ev = Napi::Object::New(env);
-    ev.Set("fork", num(s.fork));
-    ev.Set("remap", num(s.remap));
-    ev.Set("remove", num(s.remove));
-    ev.Set("unmap", num(s.unmap));
-    o.Set("events", ev);
-    arr.Set(static_cast<uint32_t>(i), o);
-  }
+  for (size_t i = 0; i < stats.size(); i++) arr.Set(static_cast<uint32_t>(i), StatsToJs(env, stats[i]));
   return arr;
+}
+
+Napi::Value PageServiceTotals(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ServiceBinding& b = *UnwrapService(info[0]);
+  ServiceTotals t = b.service->Totals();
+  auto num = [&](uint64_t v) { return Napi::Number::New(env, static_cast<double>(v)); };
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("tasks", num(t.tasks));
+  o.Set("lazyPages", num(t.sums.lazy_pages));
+  o.Set("faults", num(t.sums.faults));
+  o.Set("pagesCopied", num(t.sums.pages_copied));
+  o.Set("pagesZeroed", num(t.sums.pages_zeroed));
+  Napi::Object ev = Napi::Object::New(env);
+  ev.Set("fork", num(t.sums.fork));
+  ev.Set("remap", num(t.sums.remap));
+  ev.Set("remove", num(t.sums.remove));
+  ev.Set("unmap", num(t.sums.unmap));
+  o.Set("events", ev);
+  Napi::Array hist = Napi::Array::New(env, kLatencyBuckets);
+  for (int i = 0; i < kLatencyBuckets; i++) hist.Set(static_cast<uint32_t>(i), num(t.latency_us[i]));
+  o.Set("faultLatencyUs", hist);
+  return o;
 }
 
 Napi::Value PageServiceClose(const Napi::CallbackInfo& info) {
@@ -368,6 +396,7 @@ void InitPageService(Napi::Env env, Napi::Object exports) {
   exports.Set("pageServiceSetBackground",
               Napi::Function::New(env, PageServiceSetBackground, "pageServiceSetBackground"));
   exports.Set("pageServiceStats", Napi::Function::New(env, PageServiceStats, "pageServiceStats"));
+  exports.Set("pageServiceTotals", Napi::Function::New(env, PageServiceTotals, "pageServiceTotals"));
   exports.Set("pageServiceClose", Napi::Function::New(env, PageServiceClose, "pageServiceClose"));
   exports.Set("pageSourceCreate", Napi::Function::New(env, PageSourceCreate, "pageSourceCreate"));
   exports.Set("pageSourceProvide",

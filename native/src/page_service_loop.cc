@@ -35,6 +35,12 @@ int64_t NowMs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
+uint64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
 std::string Hex(uint64_t v) {
   char buf[24];
   snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
@@ -146,14 +152,47 @@ void Service::RequestStop(bool close_uffds) {
   (void)!write(evfd_, &one, sizeof one);
 }
 
+TaskStats Service::StatsOf(const Task& t) {
+  return TaskStats{t.id,           t.parent,         t.lazy_pages.Get(), t.faults.Get(),
+                   t.copied.Get(), t.zeroed.Get(),   t.ev_fork.Get(),    t.ev_remap.Get(),
+                   t.ev_remove.Get(), t.ev_unmap.Get()};
+}
+
+static void AddInto(TaskStats* sum, const TaskStats& s) {
+  sum->lazy_pages += s.lazy_pages;
+  sum->faults += s.faults;
+  sum->pages_copied += s.pages_copied;
+  sum->pages_zeroed += s.pages_zeroed;
+  sum->fork += s.fork;
+  sum->remap += s.remap;
+  sum->remove += s.remove;
+  sum->unmap += s.unmap;
+}
+
+ServiceTotals Service::Totals() const {
+  ServiceTotals out;
+  // Every id ever issued is a task the service held (AddTask or a fork).
+  out.tasks = next_id_.load() - 1;
+  {
+    std::lock_guard lock(tasks_mu_);
+    out.sums = retired_;
+    for (const auto& [id, t] : tasks_) AddInto(&out.sums, StatsOf(*t));
+  }
+  for (int i = 0; i < kLatencyBuckets; i++) out.latency_us[i] = latency_[i].load(std::memory_order_relaxed);
+  return out;
+}
+
+void Service::RecordLatency() {
+  uint64_t us = (NowNs() - read_ns_) / 1000;
+  int bucket = us == 0 ? 0 : 64 - __builtin_clzll(us);
+  if (bucket >= kLatencyBuckets) bucket = kLatencyBuckets - 1;
+  latency_[bucket].store(latency_[bucket].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
 std::vector<TaskStats> Service::Stats() const {
   std::vector<TaskStats> out;
   std::lock_guard lock(tasks_mu_);
-  for (const auto& [id, t] : tasks_) {
-    out.push_back(TaskStats{id, t->parent, t->lazy_pages.Get(), t->faults.Get(), t->copied.Get(),
-                            t->zeroed.Get(), t->ev_fork.Get(), t->ev_remap.Get(),
-                            t->ev_remove.Get(), t->ev_unmap.Get()});
-  }
+  for (const auto& [id, t] : tasks_) out.push_back(StatsOf(*t));
   std::sort(out.begin(), out.end(),
             [](const TaskStats& a, const TaskStats& b) { return a.task < b.task; });
   return out;
@@ -324,6 +363,7 @@ void Service::ServeUffd(Task* t) {
     // other events likewise describe the address space the copies will meet.
     // Every message is dispatched even once the task is dead: a FORK message
     // carries a new fd that must still be closed.
+    read_ns_ = NowNs();
     size_t n = static_cast<size_t>(r) / sizeof(uffd_msg);
     for (size_t k = 0; k < n; k++) {
       if (msgs_[k].event != UFFD_EVENT_PAGEFAULT) Dispatch(t, msgs_[k]);
@@ -342,7 +382,10 @@ void Service::Dispatch(Task* t, const uffd_msg& msg) {
   switch (msg.event) {
     case UFFD_EVENT_PAGEFAULT: {
       bool write = (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
-      return OnFault(t, msg.arg.pagefault.address & ~(kPageSize - 1), write, false);
+      const uint64_t before = t->faults.Get();
+      OnFault(t, msg.arg.pagefault.address & ~(kPageSize - 1), write, false);
+      if (t->faults.Get() != before) RecordLatency();
+      return;
     }
     case UFFD_EVENT_REMAP:
       t->lazy.Move(msg.arg.remap.from, msg.arg.remap.to, msg.arg.remap.len);
@@ -746,13 +789,23 @@ void Service::FinishTasks() {
 // the uffd: its remaining pages then behave as plain anonymous memory.
 void Service::Retire(Task* t) {
   const uint32_t id = t->id;
-  if (t->state == State::kComplete) pending_.push_back(ServiceEvent(EventType::kComplete, id));
-  if (t->state == State::kExit) pending_.push_back(ServiceEvent(EventType::kExit, id));
+  t->lazy_pages.Set(t->lazy.lazy());
+  const TaskStats last = StatsOf(*t);
+  if (t->state == State::kComplete || t->state == State::kExit) {
+    // The final counters travel with the event: the task is forgotten next.
+    ServiceEvent e(t->state == State::kComplete ? EventType::kComplete : EventType::kExit, id);
+    e.has_stats = true;
+    e.stats = last;
+    pending_.push_back(std::move(e));
+  }
   epoll_ctl(epfd_, EPOLL_CTL_DEL, t->fd, nullptr);
   close(t->fd);
   std::erase(bg_tasks_, id);
   std::erase_if(retries_, [&](const Retry& r) { return r.task == id; });
   std::lock_guard lock(tasks_mu_);
+  TaskStats gone = last;
+  gone.lazy_pages = 0;  // pages a gone task never received are no longer lazy anywhere
+  AddInto(&retired_, gone);
   tasks_.erase(id);
 }
 
@@ -782,6 +835,11 @@ void Service::Shutdown() {
   }
   {
     std::lock_guard lock(tasks_mu_);
+    for (auto& [id, t] : tasks_) {
+      TaskStats gone = StatsOf(*t);
+      gone.lazy_pages = 0;
+      AddInto(&retired_, gone);
+    }
     tasks_.clear();
   }
   retries_.clear();

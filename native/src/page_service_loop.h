@@ -46,6 +46,24 @@ namespace lazyrestore {
 
 enum class EventType : uint8_t { kNeed, kFork, kRemap, kRemove, kUnmap, kComplete, kExit, kError };
 
+struct TaskStats {
+  uint32_t task = 0;
+  uint32_t parent = 0;  // 0 when none
+  uint64_t lazy_pages = 0, faults = 0, pages_copied = 0, pages_zeroed = 0;
+  uint64_t fork = 0, remap = 0, remove = 0, unmap = 0;
+};
+
+// Fault latency buckets: bucket 0 is under 1 µs, bucket i in [2^(i-1), 2^i) µs,
+// the last one everything longer.
+constexpr int kLatencyBuckets = 24;
+
+// Service-wide totals over every task it has held, gone or not.
+struct ServiceTotals {
+  uint64_t tasks = 0;
+  TaskStats sums;  // task/parent unused; lazy_pages: of the tasks still held
+  uint64_t latency_us[kLatencyBuckets] = {};
+};
+
 struct ServiceEvent {
   ServiceEvent(EventType type_, uint32_t task_, uint64_t a_ = 0, uint64_t b_ = 0, uint64_t c_ = 0)
       : type(type_), task(task_), a(a_), b(b_), c(c_) {}
@@ -56,6 +74,8 @@ struct ServiceEvent {
   uint64_t b = 0;      // need: origin;  remap: to;   remove/unmap: end
   uint64_t c = 0;      // remap: len
   bool write = false;  // need
+  bool has_stats = false;  // complete, exit: the task's final counters
+  TaskStats stats;
   int err = 0;         // error
   const char* syscall = "";
   std::string message;
@@ -71,13 +91,6 @@ struct Batch {
   uint64_t adds_seen = 0;
   // The thread's last batch: it has left its loop.
   bool closed = false;
-};
-
-struct TaskStats {
-  uint32_t task;
-  uint32_t parent;  // 0 when none
-  uint64_t lazy_pages, faults, pages_copied, pages_zeroed;
-  uint64_t fork, remap, remove, unmap;
 };
 
 class Service : public SourceListener, public std::enable_shared_from_this<Service> {
@@ -98,6 +111,7 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   void ReleaseTask(uint32_t task);
   void SetBackground(uint32_t task, bool enabled, uint64_t chunk_bytes);
   std::vector<TaskStats> Stats() const;
+  ServiceTotals Totals() const;
   // Asks the thread to leave; it then emits a closed Batch. Idempotent.
   void RequestStop(bool close_uffds);
   void Join();
@@ -190,6 +204,11 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   void Wake(Task* t, uint64_t page, uint64_t len);
   void Fail(Task* t, int err, const char* syscall, const std::string& what);
 
+  static TaskStats StatsOf(const Task& t);
+  // Fault latency: from the read of a fault message (read_ns_) to the return
+  // of the ioctl that resolved it, for faults resolved at once (not parked).
+  void RecordLatency();
+
   void FinishTasks();
   void Retire(Task* t);
   void Flush(bool closed);
@@ -210,6 +229,10 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   // Service-thread state below; tasks_ is also read by Stats under tasks_mu_.
   mutable std::mutex tasks_mu_;
   std::unordered_map<uint32_t, std::unique_ptr<Task>> tasks_;
+  TaskStats retired_;  // sums over tasks already erased; under tasks_mu_
+  // Written by the service thread alone, read by Totals (relaxed statistics).
+  std::atomic<uint64_t> latency_[kLatencyBuckets] = {};
+  uint64_t read_ns_ = 0;
   std::vector<uint32_t> touched_;
   std::vector<Retry> retries_;
   bool retry_stalled_ = false;

@@ -1,9 +1,10 @@
 // Process handles and cross-process memory access for the daemon.
 // Man pages: pidfd_open(2), pidfd_getfd(2), pidfd_send_signal(2),
-// process_vm_readv(2), process_vm_writev(2).
+// process_vm_readv(2), process_vm_writev(2), kcmp(2).
 //
 // The pidfd calls go through syscall(2) directly so the addon does not depend
 // on the glibc version that added the wrappers.
+#include <linux/kcmp.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -108,6 +109,24 @@ Napi::Value ProcessVmWrite(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(data.Length()));
 }
 
+// kcmp(KCMP_FILE) is the only way to tell whether two fds (in one process or
+// two) refer to the same open file description, i.e. share offset and status
+// flags after dup(2) or fork(2). The result orders descriptions (0 equal, 1
+// less, 2 greater, 3 not comparable), which lets callers sort them.
+Napi::Value KcmpFiles(const Napi::CallbackInfo& info) {
+  pid_t pid1 = ToInt(info[0], "pid1");
+  int fd1 = ToInt(info[1], "fd1");
+  pid_t pid2 = ToInt(info[2], "pid2");
+  int fd2 = ToInt(info[3], "fd2");
+  long r = syscall(SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2);
+  if (r < 0) {
+    ThrowSystemError(info.Env(), errno, "kcmp",
+                     "KCMP_FILE of " + std::to_string(pid1) + ":" + std::to_string(fd1) + " and " +
+                         std::to_string(pid2) + ":" + std::to_string(fd2));
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(r));
+}
+
 }  // namespace
 
 void InitPidfd(Napi::Env env, Napi::Object exports) {
@@ -116,6 +135,7 @@ void InitPidfd(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdSendSignal", Napi::Function::New(env, PidfdSendSignal, "pidfdSendSignal"));
   exports.Set("processVmRead", Napi::Function::New(env, ProcessVmRead, "processVmRead"));
   exports.Set("processVmWrite", Napi::Function::New(env, ProcessVmWrite, "processVmWrite"));
+  exports.Set("kcmpFiles", Napi::Function::New(env, KcmpFiles, "kcmpFiles"));
 }
 
 }  // namespace lazyrestore

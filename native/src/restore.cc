@@ -119,7 +119,8 @@ bool PlainPause(microseconds d, bool) {
 
 pid_t ToPid(const Napi::Value& v, const char* what) {
   uint64_t n = ToU64(v, what);
-  if (n == 0 || n > 0x3fffffff) throw Napi::RangeError::New(v.Env(), std::string(what) + " must be a pid");
+  if (n == 0 || n > 0x3fffffff)
+    throw Napi::RangeError::New(v.Env(), std::string(what) + " must be a pid");
   return static_cast<pid_t>(n);
 }
 
@@ -138,7 +139,8 @@ void KillAndReap(pid_t pid) {
 // helper's mask is cleared once it is stopped.
 long Clone3Exec(const std::string& path, pid_t pid) {
   uint64_t set_tid = static_cast<uint64_t>(pid);
-  alignas(16) static thread_local uint8_t child_stack[1024];  // unused by the child's code
+  // The child runs on it only until execve and pushes nothing; our frame outlives it (vfork).
+  alignas(16) uint8_t child_stack[1024];
   clone_args args{};
   args.flags = CLONE_VM | CLONE_VFORK;
   args.exit_signal = SIGCHLD;
@@ -311,7 +313,8 @@ void UnmapGadget(pid_t tid, uint64_t gadget, uint64_t start, uint64_t len) {
   NextSyscallStop(tid, "munmap syscall-enter-stop");
   NextSyscallStop(tid, "munmap syscall-exit-stop");
   int64_t r = static_cast<int64_t>(GetRegs(tid).rax);
-  if (IsErrno(r)) Fail(static_cast<int>(-r), "munmap", "of the gadget in tid " + std::to_string(tid));
+  if (IsErrno(r))
+    Fail(static_cast<int>(-r), "munmap", "of the gadget in tid " + std::to_string(tid));
 }
 
 Napi::Value RestoreUnmapGadget(const Napi::CallbackInfo& info) {
@@ -335,7 +338,8 @@ Napi::Value RestoreUnmapGadget(const Napi::CallbackInfo& info) {
 void DetachAll(const std::vector<pid_t>& tids, const std::vector<int>& signals) {
   std::optional<PtraceFailure> first;
   for (size_t i = 0; i < tids.size(); i++) {
-    if (ptrace(PTRACE_DETACH, tids[i], nullptr, reinterpret_cast<void*>(static_cast<long>(signals[i]))) != 0 &&
+    if (ptrace(PTRACE_DETACH, tids[i], nullptr,
+               reinterpret_cast<void*>(static_cast<long>(signals[i]))) != 0 &&
         !first) {
       first = PtraceFailure{errno, "ptrace", "PTRACE_DETACH tid " + std::to_string(tids[i])};
     }
@@ -434,7 +438,8 @@ void ReapCallJs(Napi::Env env, Napi::Function, Reaper* reaper, ReapResult* raw) 
   if (env == nullptr || reaper == nullptr || result->cancelled || !reaper->deferred) return;
   std::unique_ptr<Napi::Promise::Deferred> d = std::move(reaper->deferred);
   if (result->err != 0) {
-    d->Reject(SystemError(env, result->err, "waitid", "pid " + std::to_string(reaper->pid)).Value());
+    d->Reject(
+        SystemError(env, result->err, "waitid", "pid " + std::to_string(reaper->pid)).Value());
     return;
   }
   Napi::Object o = Napi::Object::New(env);

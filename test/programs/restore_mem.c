@@ -1,13 +1,15 @@
 /* A single-threaded workload for the restore tests: fills SIZE_MIB of
  * anonymous memory with a pattern, then writes "tick N" lines to stdout (a
  * file) until GOFILE exists; then checks every page, prints "CHECK OK" (or
- * "CHECK FAIL <offset>") and "DONE", and exits 0 (1 on a mismatch).
- * Usage: restore_mem SIZE_MIB GOFILE */
+ * "CHECK FAIL <offset>") and "DONE", and exits 0 (1 on a mismatch). With
+ * "fork", it forks first and the child checks the memory too ("CHILD OK").
+ * Usage: restore_mem SIZE_MIB GOFILE [fork] */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,7 +30,7 @@ static void say(const char *fmt, ...) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) LR_DIE("usage: restore_mem SIZE_MIB GOFILE");
+  if (argc != 3 && argc != 4) LR_DIE("usage: restore_mem SIZE_MIB GOFILE [fork]");
   size_t len = (size_t)atol(argv[1]) << 20;
   unsigned char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) LR_DIE("mmap failed");
@@ -43,6 +45,8 @@ int main(int argc, char **argv) {
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
   }
+  pid_t child = -1;
+  if (argc == 4) child = fork();
   for (size_t off = 0; off < len; off += 4096) {
     unsigned char *page = mem + off;
     long bad;
@@ -62,6 +66,17 @@ int main(int argc, char **argv) {
         say("CHECK FAIL %ld\n", bad);
         return 1;
       }
+    }
+  }
+  if (child == 0) {
+    say("CHILD OK\n");
+    return 0;
+  }
+  if (child > 0) {
+    int status = 0;
+    if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      say("CHILD FAIL %d\n", status);
+      return 1;
     }
   }
   say("CHECK OK %ld\n", (long)(len >> 20));

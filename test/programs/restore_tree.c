@@ -6,7 +6,9 @@
  * process-wide, one for its thread) while blocked. Everyone reports to
  * REPORT (O_APPEND): "UP <role> pid ppid pgid sid", and once R gets SIGUSR1
  * (its handler was installed before the dump) each role checks its state and
- * reports "<role> OK ..." or "<role> FAIL why". R ends with "DONE <fails>".
+ * reports "<role> OK ..." or "<role> FAIL why". R also has a child Z that
+ * exited with status 7 and is not reaped before the trigger ("ZOMBIE <pid>";
+ * after the trigger R reaps it: "R ZOMBIE OK"). R ends with "DONE <fails>".
  * Usage: restore_tree REPORT WORKDIR */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -190,6 +192,12 @@ int main(int argc, char **argv) {
   if (write(pa[1], "hello-pipe-data", 15) != 15) LR_DIE("write");
   pid_t b = fork();
   if (b == 0) _exit(run_b());
+  pid_t z = fork();
+  if (z == 0) _exit(7);
+  siginfo_t zi;
+  while (waitid(P_PID, (id_t)z, &zi, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
+  }
+  say("ZOMBIE %d\n", z);
 
   if (chdir(argv[2]) != 0) LR_DIE("chdir");
   umask(027);
@@ -226,6 +234,10 @@ int main(int argc, char **argv) {
   kill(b, SIGUSR1);
   fails += !reap(a, "R");
   fails += !reap(b, "R");
+  int zs = 0;
+  int zok = waitpid(z, &zs, WNOHANG) == z && WIFEXITED(zs) && WEXITSTATUS(zs) == 7;
+  say("R ZOMBIE %s %d\n", zok ? "OK" : "FAIL", zs);
+  fails += !zok;
   say("DONE %d\n", fails);
   return fails == 0 ? 0 : 1;
 }
