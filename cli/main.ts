@@ -9,6 +9,7 @@ import { checkCommand } from './commands/check.js';
 import { daemonCommand } from './commands/daemon.js';
 import { dumpCommand } from './commands/dump.js';
 import { imagesCommand } from './commands/images.js';
+import { psCommand } from './commands/ps.js';
 import { restoreCommand } from './commands/restore.js';
 import { CliError, packageVersion, reportError } from './output.js';
 
@@ -20,6 +21,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(daemonCommand)
     .command(dumpCommand)
     .command(imagesCommand)
+    .command(psCommand)
     .command(restoreCommand)
     .demandCommand(1, 'Name a command')
     .strictCommands()

@@ -5,8 +5,8 @@
 //   node scripts/soak.mjs 1 <seed> <steps> <K>
 // Needs a build (node scripts/setup.mjs) and root. Exits 1 if anything failed.
 // Usage: node scripts/soak.mjs [N=20] [FIRST=1] [STEPS=200] [K,K,...=0,1,50,150]
-import { join } from 'node:path';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
+import { clearInterval, setInterval } from 'node:timers';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');

@@ -147,3 +147,31 @@ test('without a daemon --detach is an error; failures read the same with or with
   assert.equal(gone.code, 1);
   assert.match(gone.stderr, /cannot reach the lazyrestore daemon .*nobody\.sock.* \(DAEMON_UNREACHABLE\)$/m);
 });
+
+test('--url with --token-file reaches the TCP listener; --url alone is refused', async () => {
+  const tokenFile = join(tmp.path, 'token');
+  writeFileSync(tokenFile, 'a-token-of-at-least-16-chars\n', { mode: 0o600 });
+  const tcp = await startDaemon({
+    socketPath: join(tmp.path, 'tcp.sock'),
+    dataDir: join(tmp.path, 'data-tcp'),
+    listen: '127.0.0.1:0',
+    tokenFile,
+    logLevel: 'silent',
+  });
+  try {
+    const url = `http://127.0.0.1:${tcp.tcp!.port}`;
+    const ls = await lazyrestore(['images', 'ls', '--url', url, '--token-file', tokenFile, '--json']);
+    assert.equal(ls.code, 0, ls.stderr);
+    assert.deepEqual(JSON.parse(ls.stdout), []);
+    const noToken = await lazyrestore(['images', 'ls', '--url', url]);
+    assert.equal(noToken.code, 1);
+    assert.match(noToken.stderr, /--url needs --token-file.* \(INVALID_ARGUMENT\)$/m);
+    const wrong = join(tmp.path, 'wrong-token');
+    writeFileSync(wrong, 'another-token-of-16-chars', { mode: 0o600 });
+    const denied = await lazyrestore(['images', 'ls', '--url', url, '--token-file', wrong]);
+    assert.equal(denied.code, 1);
+    assert.match(denied.stderr, /\(UNAUTHORIZED\)$/m);
+  } finally {
+    await tcp.close();
+  }
+});

@@ -13,7 +13,7 @@ import { dump } from '../daemon/dump/index.js';
 import { restoreImage, type RestoreCompletion } from '../daemon/restore/index.js';
 import { checkLazyFeatures, LAZY_FEATURES } from '../daemon/restore/lazy.js';
 import { isLazyRestoreError } from '../daemon/errors.js';
-import { UFFD_FEATURES, type RestoreExit } from '../native/index.js';
+import { UFFD_FEATURES, type PageServiceTaskStats, type PageServiceTotals, type RestoreExit } from '../native/index.js';
 import { keepAlive, killAll, leftOver, tempDir, until, Workload } from './support/restore.js';
 import { countingService, type EventCounts } from './support/differential.js';
 
@@ -33,6 +33,8 @@ after(async () => {
 interface Run {
   output: string;
   counts: EventCounts;
+  finals: PageServiceTaskStats[];
+  totals: PageServiceTotals;
   completion: RestoreCompletion;
   exit: RestoreExit;
 }
@@ -41,7 +43,7 @@ interface Run {
 async function restoredRun(mode: string, mib = MIB): Promise<Run> {
   const go = join(tmp.path, `go-${mode}`);
   const w = new Workload(join(tmp.path, `${mode}.txt`), 'diff_events', [mode, String(mib), go]);
-  const { service, counts, errors } = countingService();
+  const { service, counts, errors, finals } = countingService();
   let pid = 0;
   try {
     pid = await w.started();
@@ -54,7 +56,7 @@ async function restoredRun(mode: string, mib = MIB): Promise<Run> {
     const exit = await keepAlive(tree.exited);
     assert.deepEqual(errors, [], `page service errors in ${mode}`);
     assert.equal(service.stats().length, 0, 'the service holds no task any more');
-    return { output: w.output(), counts, completion, exit };
+    return { output: w.output(), counts, finals, totals: service.totals(), completion, exit };
   } finally {
     w.kill();
     killAll([pid]);
@@ -91,9 +93,26 @@ test('FORK: twenty children exiting at once leave the parent lazy state intact',
   assert.ok(run.counts.fork >= 1, `fork events: ${JSON.stringify(run.counts)}`);
 });
 
-test('FORK: a storm of 100 children at once, each checking its slice of lazy memory', async () => {
+test('FORK: a storm of 100 children at once, each checking its slice of lazy memory', async (t) => {
   const run = await expectOk('storm');
   assert.ok(run.counts.fork >= 1, `fork events: ${JSON.stringify(run.counts)}`);
+  // Every task the service held (the root and each child it saw forked) left with its final counters, and the
+  // service-wide totals are their sums.
+  const { totals, finals } = run;
+  assert.equal(totals.tasks, 1 + run.counts.fork);
+  assert.equal(finals.length, totals.tasks);
+  assert.equal(totals.events.fork, run.counts.fork);
+  assert.equal(totals.lazyPages, 0);
+  for (const k of ['faults', 'pagesCopied', 'pagesZeroed'] as const) {
+    assert.equal(
+      totals[k],
+      finals.reduce((n, s) => n + s[k], 0),
+      k,
+    );
+  }
+  const timed = totals.faultLatencyUs.reduce((n, c) => n + c, 0);
+  assert.ok(timed > 0 && timed <= totals.faults, `${timed} timed faults of ${totals.faults}`);
+  t.diagnostic(`fault latency (log2 µs buckets): ${JSON.stringify(totals.faultLatencyUs)}`);
 });
 
 test('REMAP: lazy ranges move, grow (zeros) and shrink with mremap, in the task and a child', async () => {
@@ -115,10 +134,20 @@ test('duplicate faults: eight threads fault on one lazy page at once, over sixte
   await expectOk('threads');
 });
 
+test('copies crossing VMA boundaries: the lazy VMA split in hundreds under the background copy', async () => {
+  await expectOk('split');
+});
+
+test('a task exiting while its threads fault all over lazy memory is let go, exit reported', async () => {
+  const run = await expectOk('exitfaulting');
+  assert.ok(run.counts.exit + run.counts.complete >= 1, JSON.stringify(run.counts));
+  assert.equal(run.finals.length, run.totals.tasks, 'every task left with its final counters');
+});
+
 test('a task killed while its background copy is in flight is released; the service goes on', async () => {
   const go = join(tmp.path, 'go-killed');
   const w = new Workload(join(tmp.path, 'killed.txt'), 'diff_events', ['fork', '256', go]);
-  const { service, counts, errors } = countingService();
+  const { service, counts, errors, finals } = countingService();
   let pid = 0;
   try {
     pid = await w.started();
@@ -140,6 +169,10 @@ test('a task killed while its background copy is in flight is released; the serv
     assert.ok(copying.lazyPages > 0);
     await until('the task released', () => (service.stats().length === 0 ? true : undefined));
     assert.equal(counts.exit + counts.complete, 1, JSON.stringify(counts));
+    assert.equal(finals.length, 1);
+    assert.ok(finals[0]!.pagesCopied >= copying.pagesCopied, 'the final counters are the last ones');
+    if (counts.exit === 1) assert.ok(finals[0]!.lazyPages > 0, 'killed with pages still lazy');
+    assert.equal(service.totals().tasks, 1);
     assert.deepEqual(await leftOver([pid]), []);
   } finally {
     w.kill();

@@ -181,7 +181,8 @@ export class RestoreRig {
         () => !launch.exited,
       );
       const result = await dump(await this.store(), pid, { name });
-      await launch.waitFor('EXIT', 60_000);
+      // The launcher reaps the workload the dump killed: then its pid is free for a restore.
+      await gone(pid, 60_000);
       return { name, pid, out, outSize: statSync(outPath).size, go, result };
     } finally {
       await launch.kill();

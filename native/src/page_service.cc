@@ -314,7 +314,8 @@ Napi::Value PageServiceStats(const Napi::CallbackInfo& info) {
   ServiceBinding& b = *UnwrapService(info[0]);
   std::vector<TaskStats> stats = b.service->Stats();
   Napi::Array arr = Napi::Array::New(env, stats.size());
-  for (size_t i = 0; i < stats.size(); i++) arr.Set(static_cast<uint32_t>(i), StatsToJs(env, stats[i]));
+  for (size_t i = 0; i < stats.size(); i++)
+    arr.Set(static_cast<uint32_t>(i), StatsToJs(env, stats[i]));
   return arr;
 }
 
@@ -336,7 +337,8 @@ Napi::Value PageServiceTotals(const Napi::CallbackInfo& info) {
   ev.Set("unmap", num(t.sums.unmap));
   o.Set("events", ev);
   Napi::Array hist = Napi::Array::New(env, kLatencyBuckets);
-  for (int i = 0; i < kLatencyBuckets; i++) hist.Set(static_cast<uint32_t>(i), num(t.latency_us[i]));
+  for (int i = 0; i < kLatencyBuckets; i++)
+    hist.Set(static_cast<uint32_t>(i), num(t.latency_us[i]));
   o.Set("faultLatencyUs", hist);
   return o;
 }
@@ -396,7 +398,8 @@ void InitPageService(Napi::Env env, Napi::Object exports) {
   exports.Set("pageServiceSetBackground",
               Napi::Function::New(env, PageServiceSetBackground, "pageServiceSetBackground"));
   exports.Set("pageServiceStats", Napi::Function::New(env, PageServiceStats, "pageServiceStats"));
-  exports.Set("pageServiceTotals", Napi::Function::New(env, PageServiceTotals, "pageServiceTotals"));
+  exports.Set("pageServiceTotals",
+              Napi::Function::New(env, PageServiceTotals, "pageServiceTotals"));
   exports.Set("pageServiceClose", Napi::Function::New(env, PageServiceClose, "pageServiceClose"));
   exports.Set("pageSourceCreate", Napi::Function::New(env, PageSourceCreate, "pageSourceCreate"));
   exports.Set("pageSourceProvide",

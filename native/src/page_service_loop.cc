@@ -153,9 +153,9 @@ void Service::RequestStop(bool close_uffds) {
 }
 
 TaskStats Service::StatsOf(const Task& t) {
-  return TaskStats{t.id,           t.parent,         t.lazy_pages.Get(), t.faults.Get(),
-                   t.copied.Get(), t.zeroed.Get(),   t.ev_fork.Get(),    t.ev_remap.Get(),
-                   t.ev_remove.Get(), t.ev_unmap.Get()};
+  return TaskStats{
+      t.id,           t.parent,        t.lazy_pages.Get(), t.faults.Get(),    t.copied.Get(),
+      t.zeroed.Get(), t.ev_fork.Get(), t.ev_remap.Get(),   t.ev_remove.Get(), t.ev_unmap.Get()};
 }
 
 static void AddInto(TaskStats* sum, const TaskStats& s) {
@@ -178,7 +178,8 @@ ServiceTotals Service::Totals() const {
     out.sums = retired_;
     for (const auto& [id, t] : tasks_) AddInto(&out.sums, StatsOf(*t));
   }
-  for (int i = 0; i < kLatencyBuckets; i++) out.latency_us[i] = latency_[i].load(std::memory_order_relaxed);
+  for (int i = 0; i < kLatencyBuckets; i++)
+    out.latency_us[i] = latency_[i].load(std::memory_order_relaxed);
   return out;
 }
 
@@ -186,7 +187,8 @@ void Service::RecordLatency() {
   uint64_t us = (NowNs() - read_ns_) / 1000;
   int bucket = us == 0 ? 0 : 64 - __builtin_clzll(us);
   if (bucket >= kLatencyBuckets) bucket = kLatencyBuckets - 1;
-  latency_[bucket].store(latency_[bucket].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  latency_[bucket].store(latency_[bucket].load(std::memory_order_relaxed) + 1,
+                         std::memory_order_relaxed);
 }
 
 std::vector<TaskStats> Service::Stats() const {

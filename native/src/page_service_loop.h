@@ -74,9 +74,10 @@ struct ServiceEvent {
   uint64_t b = 0;      // need: origin;  remap: to;   remove/unmap: end
   uint64_t c = 0;      // remap: len
   bool write = false;  // need
-  bool has_stats = false;  // complete, exit: the task's final counters
+  // complete, exit: the task's final counters.
+  bool has_stats = false;
   TaskStats stats;
-  int err = 0;         // error
+  int err = 0;  // error
   const char* syscall = "";
   std::string message;
 };

@@ -4,7 +4,7 @@
  * dumps it there and creates GOFILE before the restore, so the restored copy
  * acts at once, racing the background copy), then does MODE and checks what
  * every page holds: "OK <mode>" and exit 0, or "FAIL <what>" and exit 1.
- * Modes: fork grandchildren vfork exitnow storm remap remove unmap threads.
+ * Modes: fork grandchildren vfork exitnow storm remap remove unmap threads split exitfaulting.
  * Usage: diff_events MODE MIB GOFILE */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -32,16 +32,18 @@ static void say(const char *fmt, ...) {
   if (write(1, line, (size_t)n) != n) _exit(98);
 }
 
-#define FAIL(...)        \
-  do {                   \
-    say("FAIL ");        \
-    say(__VA_ARGS__);    \
-    say("\n");           \
-    _exit(1);            \
+#define FAIL(...)     \
+  do {                \
+    say("FAIL ");     \
+    say(__VA_ARGS__); \
+    say("\n");        \
+    _exit(1);         \
   } while (0)
 
-/* Pages [at, at+len) must hold the pattern of the region filled at `base` (their data keeps its origin). */
-static void expect_pattern(const unsigned char *at, size_t len, uintptr_t base, size_t off, const char *what) {
+/* Pages [at, at+len) must hold the pattern of the region filled at `base` (their data keeps its
+ * origin). */
+static void expect_pattern(const unsigned char *at, size_t len, uintptr_t base, size_t off,
+                           const char *what) {
   const uint64_t *w = (const uint64_t *)at;
   for (size_t i = 0; i < len / 8; i++)
     if (w[i] != lr_pattern_word(SEED, base, off + i * 8)) FAIL("%s: pattern at +%zu", what, i * 8);
@@ -140,7 +142,8 @@ static void mode_remap(void) {
   if (to == MAP_FAILED) FAIL("mmap: %d", errno);
   unsigned char *moved = mremap(mem + q, q, q, MREMAP_MAYMOVE | MREMAP_FIXED, to);
   if (moved != to) FAIL("mremap move: %d", errno);
-  /* The last quarter shrinks by half in place; the third grows by a quarter (it moves: the last one follows it). */
+  /* The last quarter shrinks by half in place; the third grows by a quarter (it moves: the last one
+   * follows it). */
   if (mremap(mem + 3 * q, q, q / 2, 0) != mem + 3 * q) FAIL("mremap shrink: %d", errno);
   unsigned char *grown = mremap(mem + 2 * q, q, q + q / 4, MREMAP_MAYMOVE);
   if (grown == MAP_FAILED) FAIL("mremap grow: %d", errno);
@@ -174,18 +177,22 @@ static void mode_remove(void) {
   expect_pattern(mem + 2 * q, 2 * q, (uintptr_t)mem, 2 * q, "kept tail");
 }
 
-/* munmap then a new mapping at the same addresses, MAP_FIXED straight over lazy pages, and the target of an
- * mremap: all read zero, and still do once the rest of the memory has arrived. */
+/* munmap then a new mapping at the same addresses, MAP_FIXED straight over lazy pages, and the
+ * target of an mremap: all read zero, and still do once the rest of the memory has arrived. */
 static void mode_unmap(void) {
   size_t q = len / 4;
   if (munmap(mem + q, q) != 0) FAIL("munmap: %d", errno);
-  unsigned char *again = mmap(mem + q, q, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  unsigned char *again =
+      mmap(mem + q, q, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
   if (again != mem + q) FAIL("mmap again: %d", errno);
-  unsigned char *over = mmap(mem + 2 * q, q / 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  unsigned char *over = mmap(mem + 2 * q, q / 2, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
   if (over != mem + 2 * q) FAIL("mmap fixed: %d", errno);
-  unsigned char *fresh = mmap(NULL, q / 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  unsigned char *fresh =
+      mmap(NULL, q / 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (fresh == MAP_FAILED) FAIL("mmap fresh: %d", errno);
-  /* The fresh pages replace lazy ones by mremap: an implicit unmap of that part of the lazy range. */
+  /* The fresh pages replace lazy ones by mremap: an implicit unmap of that part of the lazy range.
+   */
   if (mremap(fresh, q / 4, q / 4, MREMAP_MAYMOVE | MREMAP_FIXED, mem + 3 * q) != mem + 3 * q)
     FAIL("mremap over: %d", errno);
   for (int round = 0; round < 2; round++) {
@@ -194,7 +201,8 @@ static void mode_unmap(void) {
     expect_zero(mem + 3 * q, q / 4, "mremap target");
     expect_pattern(mem, q, (uintptr_t)mem, 0, "kept");
     expect_pattern(mem + 2 * q + q / 2, q / 2, (uintptr_t)mem, 2 * q + q / 2, "kept after fixed");
-    expect_pattern(mem + 3 * q + q / 4, q - q / 4, (uintptr_t)mem, 3 * q + q / 4, "kept after target");
+    expect_pattern(mem + 3 * q + q / 4, q - q / 4, (uintptr_t)mem, 3 * q + q / 4,
+                   "kept after target");
     /* Long enough for the background copy to have run over the rest. */
     struct timespec ts = {1, 0};
     nanosleep(&ts, NULL);
@@ -210,7 +218,8 @@ static void *reader(void *arg) {
   return (void *)(uintptr_t)(v == lr_pattern_word(SEED, (uintptr_t)mem, off));
 }
 
-/* Many threads fault on one page at once, over several pages: duplicate faults (EEXIST, or woken). */
+/* Many threads fault on one page at once, over several pages: duplicate faults (EEXIST, or woken).
+ */
 static void mode_threads(void) {
   for (size_t k = 0; k < 16; k++) {
     size_t off = (len / 16) * k + 8 * k;
@@ -227,6 +236,48 @@ static void mode_threads(void) {
   whole("threads");
 }
 
+/* Splits the lazy VMA into hundreds while the background copy runs over it: a page replaced by
+ * MAP_FIXED every 64 pages, and the page after it made read-only (a split without an unmap). Copies
+ * in flight now cross VMA boundaries or meet holes; every page must still end up right. */
+static void mode_split(void) {
+  for (size_t p = 63; p + 1 < len / PAGE; p += 64) {
+    if (mmap(mem + p * PAGE, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+             -1, 0) == MAP_FAILED)
+      FAIL("mmap fixed: %d", errno);
+    if (mprotect(mem + (p + 1) * PAGE, PAGE, PROT_READ) != 0) FAIL("mprotect: %d", errno);
+  }
+  for (size_t p = 0; p < len / PAGE; p++) {
+    if (p % 64 == 63 && p + 1 < len / PAGE)
+      expect_zero(mem + p * PAGE, PAGE, "fixed page");
+    else
+      expect_pattern(mem + p * PAGE, PAGE, (uintptr_t)mem, p * PAGE, "split");
+  }
+}
+
+static void *spin_reader(void *arg) {
+  uint64_t s = (uintptr_t)arg | 1;
+  for (;;) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    size_t off = (s % (len / 8)) * 8;
+    if (*(volatile uint64_t *)(mem + off) != lr_pattern_word(SEED, (uintptr_t)mem, off)) _exit(2);
+  }
+  return NULL;
+}
+
+/* Threads fault all over the lazy memory while the process exits under them: the service must let
+ * the task go with faults (and a background copy) in flight, and report its exit. */
+static void mode_exitfaulting(void) {
+  pthread_t t;
+  for (int i = 0; i < THREADS; i++)
+    pthread_create(&t, NULL, spin_reader, (void *)(uintptr_t)(i + 1));
+  struct timespec ts = {0, 2 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  say("OK exitfaulting\n");
+  _exit(0);
+}
+
 int main(int argc, char **argv) {
   if (argc != 4) LR_DIE("usage: diff_events MODE MIB GOFILE");
   len = (size_t)atol(argv[2]) << 20;
@@ -240,16 +291,30 @@ int main(int argc, char **argv) {
     nanosleep(&ts, NULL);
   }
   const char *m = argv[1];
-  if (!strcmp(m, "fork")) mode_fork();
-  else if (!strcmp(m, "grandchildren")) mode_grandchildren();
-  else if (!strcmp(m, "vfork")) mode_vfork();
-  else if (!strcmp(m, "exitnow")) mode_exitnow();
-  else if (!strcmp(m, "storm")) mode_storm();
-  else if (!strcmp(m, "remap")) mode_remap();
-  else if (!strcmp(m, "remove")) mode_remove();
-  else if (!strcmp(m, "unmap")) mode_unmap();
-  else if (!strcmp(m, "threads")) mode_threads();
-  else FAIL("unknown mode %s", m);
+  if (!strcmp(m, "fork"))
+    mode_fork();
+  else if (!strcmp(m, "grandchildren"))
+    mode_grandchildren();
+  else if (!strcmp(m, "vfork"))
+    mode_vfork();
+  else if (!strcmp(m, "exitnow"))
+    mode_exitnow();
+  else if (!strcmp(m, "storm"))
+    mode_storm();
+  else if (!strcmp(m, "remap"))
+    mode_remap();
+  else if (!strcmp(m, "remove"))
+    mode_remove();
+  else if (!strcmp(m, "unmap"))
+    mode_unmap();
+  else if (!strcmp(m, "threads"))
+    mode_threads();
+  else if (!strcmp(m, "split"))
+    mode_split();
+  else if (!strcmp(m, "exitfaulting"))
+    mode_exitfaulting();
+  else
+    FAIL("unknown mode %s", m);
   say("OK %s\n", m);
   return 0;
 }

@@ -49,13 +49,13 @@ static void say(const char *fmt, ...) {
   if (write(1, line, (size_t)n) != n) _exit(98);
 }
 
-/* Failures go to stdout too, one write, so they land in order with the rest (and with the parent's lines). */
-#define DIE(...)    \
-  do {              \
-    say("FAIL ");   \
+/* Failures go to stdout as well: in order with the other lines, children's included. */
+#define DIE(...)      \
+  do {                \
+    say("FAIL ");     \
     say(__VA_ARGS__); \
-    say("\n");      \
-    _exit(99);      \
+    say("\n");        \
+    _exit(99);        \
   } while (0)
 
 static uint64_t next(uint64_t *s) {
@@ -109,7 +109,8 @@ static void op_fixed(uint64_t *s) {
   struct region *r = &regs[below(s, NREG)];
   size_t first = below(s, pages(r->len)), n = 1 + below(s, 128);
   if (first + n > pages(r->len)) n = pages(r->len) - first;
-  void *p = mmap(r->p + first * PAGE, n * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  void *p = mmap(r->p + first * PAGE, n * PAGE, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
   if (p == MAP_FAILED) DIE("mmap fixed: %d", errno);
 }
 
@@ -130,10 +131,10 @@ static void op_munmap(uint64_t *s) {
   for (int i = 0; i < 32; i++) ((uint64_t *)r->p)[below(s, r->len / 8)] = next(s);
 }
 
-/* Moves [from, from+len) to `to` piece by piece when one mremap cannot: since Linux 6.17 a move may span several
- * VMAs, but not VMAs registered with a userfaultfd (EFAULT), which is what a lazily restored region is. Such a
- * move fails part way, after moving the VMAs before the first registered one: a page already gone from `from`
- * (msync says ENOMEM) has moved. */
+/* Moves [from, from+len) to `to` piece by piece when one mremap cannot: since Linux 6.17 a move may
+ * span several VMAs, but not VMAs registered with a userfaultfd (EFAULT), which is what a lazily
+ * restored region is. Such a move fails part way, after moving the VMAs before the first registered
+ * one: a page already gone from `from` (msync says ENOMEM) has moved. */
 static void move_pieces(unsigned char *from, size_t len, unsigned char *to) {
   for (size_t off = 0; off < len; off += 64 * PAGE) {
     size_t n = len - off < 64 * PAGE ? len - off : 64 * PAGE;
@@ -141,8 +142,10 @@ static void move_pieces(unsigned char *from, size_t len, unsigned char *to) {
     if (errno != EFAULT) DIE("mremap piece: %d", errno);
     for (size_t p = 0; p < n; p += PAGE) {
       unsigned char *a = from + off + p;
-      if (mremap(a, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, to + off + p) != MAP_FAILED) continue;
-      if (errno != EFAULT || msync(a, PAGE, MS_ASYNC) == 0 || errno != ENOMEM) DIE("mremap page: %d", errno);
+      if (mremap(a, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, to + off + p) != MAP_FAILED)
+        continue;
+      if (errno != EFAULT || msync(a, PAGE, MS_ASYNC) == 0 || errno != ENOMEM)
+        DIE("mremap page: %d", errno);
     }
   }
 }
@@ -167,8 +170,9 @@ static void op_mremap(uint64_t *s) {
   } else if (kind == 1 && r->len < MAX_LEN) {
     size_t len = r->len + (1 + below(s, pages(MAX_LEN - r->len))) * PAGE;
     p = mremap(r->p, r->len, len, MREMAP_MAYMOVE);
-    /* EFAULT: the region spans several VMAs (a MAP_FIXED split it, or a restore merged them differently):
-     * the same result by moving it onto the head of a fresh mapping of the new length. */
+    /* EFAULT: the region spans several VMAs (a MAP_FIXED split it, or a restore merged them
+     * differently): the same result by moving it onto the head of a fresh mapping of the new
+     * length. */
     if (p == MAP_FAILED && errno == EFAULT) p = move_onto_fresh(r, len);
     if (p != MAP_FAILED) r->len = len;
   } else if (r->len > MIN_LEN) {
@@ -186,12 +190,24 @@ static void op_mremap(uint64_t *s) {
  * the layout a sibling thread relies on unless it is a child). */
 static void child_step(uint64_t *s, int layout) {
   switch (below(s, layout ? 6 : 2)) {
-  case 0: op_write(s); break;
-  case 1: op_read(s); break;
-  case 2: op_dontneed(s); break;
-  case 3: op_mremap(s); break;
-  case 4: op_munmap(s); break;
-  default: op_fixed(s); break;
+    case 0:
+      op_write(s);
+      break;
+    case 1:
+      op_read(s);
+      break;
+    case 2:
+      op_dontneed(s);
+      break;
+    case 3:
+      op_mremap(s);
+      break;
+    case 4:
+      op_munmap(s);
+      break;
+    default:
+      op_fixed(s);
+      break;
   }
 }
 
@@ -245,14 +261,22 @@ static void op_thread(uint64_t *s) {
 
 static void step(uint64_t *s) {
   uint64_t k = below(s, 100);
-  if (k < 30) op_write(s);
-  else if (k < 50) op_read(s);
-  else if (k < 60) op_fork(s);
-  else if (k < 70) op_mremap(s);
-  else if (k < 78) op_dontneed(s);
-  else if (k < 86) op_munmap(s);
-  else if (k < 93) op_fixed(s);
-  else op_thread(s);
+  if (k < 30)
+    op_write(s);
+  else if (k < 50)
+    op_read(s);
+  else if (k < 60)
+    op_fork(s);
+  else if (k < 70)
+    op_mremap(s);
+  else if (k < 78)
+    op_dontneed(s);
+  else if (k < 86)
+    op_munmap(s);
+  else if (k < 93)
+    op_fixed(s);
+  else
+    op_thread(s);
 }
 
 static void pause_until(const char *gofile, long k) {
@@ -275,7 +299,8 @@ int main(int argc, char **argv) {
     regs[i].len = START_LEN;
     regs[i].p = mmap(NULL, START_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (regs[i].p == MAP_FAILED) DIE("mmap: %d", errno);
-    /* Patterned relative to offset, not address: the digest must not depend on where the kernel put it. */
+    /* Patterned relative to offset, not address: the digest must not depend on where the kernel put
+     * it. */
     uint64_t *w = (uint64_t *)regs[i].p;
     for (size_t k = 0; k < START_LEN / 8; k++) w[k] = lr_pattern_word(seed + (uint64_t)i, 0, k * 8);
   }
@@ -284,11 +309,13 @@ int main(int argc, char **argv) {
     if (i == pause_at) pause_until(argv[4], i);
     step(&s);
   }
-  /* The parts, for diagnosis of a mismatch: the words read and children's digests, then each region. */
+  /* The parts, for diagnosis of a mismatch: the words read and children's digests, then each
+   * region. */
   say("FOLDED %016" PRIx64 "\n", folded);
   for (int i = 0; i < NREG; i++) {
     uint64_t h = 0;
-    for (size_t k = 0; k < regs[i].len / 8; k++) h = (h ^ ((uint64_t *)regs[i].p)[k]) * 0x100000001b3ULL;
+    for (size_t k = 0; k < regs[i].len / 8; k++)
+      h = (h ^ ((uint64_t *)regs[i].p)[k]) * 0x100000001b3ULL;
     say("REGION %d %zu %016" PRIx64 "\n", i, regs[i].len, h);
   }
   say("DIGEST %016" PRIx64 "\n", digest());

@@ -9,7 +9,7 @@ import { type ImageStore } from '../../daemon/store/index.js';
 import { dump } from '../../daemon/dump/index.js';
 import { restoreImage, type RestoreCompletion } from '../../daemon/restore/index.js';
 import { PageService } from '../../daemon/page-service.js';
-import type { RestoreExit } from '../../native/index.js';
+import type { PageServiceTaskStats, RestoreExit } from '../../native/index.js';
 import { keepAlive, killAll, Workload } from './restore.js';
 
 const DIGEST = /^DIGEST ([0-9a-f]{16})$/m;
@@ -27,15 +27,23 @@ export interface EventCounts {
 }
 
 /** A page service that counts what it reports. */
-export function countingService(): { service: PageService; counts: EventCounts; errors: string[] } {
+export function countingService(): {
+  service: PageService;
+  counts: EventCounts;
+  errors: string[];
+  /** The final counters of every task the service let go (complete and exit events). */
+  finals: PageServiceTaskStats[];
+} {
   const service = new PageService();
   const counts: EventCounts = { fork: 0, remap: 0, remove: 0, unmap: 0, complete: 0, exit: 0, error: 0 };
   const errors: string[] = [];
+  const finals: PageServiceTaskStats[] = [];
   service.on('event', (e) => {
     if (e.type === 'error') errors.push(e.message);
+    if (e.type === 'complete' || e.type === 'exit') finals.push(e.stats);
     if (e.type !== 'need') counts[e.type]++;
   });
-  return { service, counts, errors };
+  return { service, counts, errors, finals };
 }
 
 /** Digest of an uninterrupted run. */
