@@ -12,6 +12,6 @@ void InitPtrace(Napi::Env env, Napi::Object exports);       // ptrace.cc
 void InitPidfd(Napi::Env env, Napi::Object exports);        // pidfd.cc
 void InitProbe(Napi::Env env, Napi::Object exports);        // probe.cc
 void InitPtraceState(Napi::Env env, Napi::Object exports);  // ptrace_state.cc
-void InitRestore(Napi::Env env, Napi::Object exports);       // restore.cc
+void InitRestore(Napi::Env env, Napi::Object exports);      // restore.cc
 
 }  // namespace lazyrestore
