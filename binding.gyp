@@ -15,6 +15,8 @@
         "native/src/ptrace_state.cc",
         "native/src/pidfd.cc",
         "native/src/probe.cc",
+        "native/src/custody.cc",
+        "native/src/page_service_custody.cc",
         "native/src/restore.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
@@ -33,6 +35,18 @@
           "inputs": ["native/restorer/restorer.S"],
           "outputs": ["<(PRODUCT_DIR)/lazyrestore-restorer"],
           "action": ["cc", "-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none", "-o", "<@(_outputs)", "<@(_inputs)"]
+        }
+      ]
+    },
+    {
+      "target_name": "lazyrestore_keeper",
+      "type": "none",
+      "actions": [
+        {
+          "action_name": "link_keeper",
+          "inputs": ["native/keeper/keeper.c"],
+          "outputs": ["<(PRODUCT_DIR)/lazyrestore-keeper"],
+          "action": ["cc", "-O2", "-Wall", "-Wextra", "-o", "<@(_outputs)", "<@(_inputs)"]
         }
       ]
     }

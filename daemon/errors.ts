@@ -44,6 +44,9 @@ export const ERROR_CODES = {
   LAZY_UNSUPPORTED: 422,
   /** A restore failed for a reason of its own (the message says which); every task it created was killed. */
   RESTORE_FAILED: 500,
+  // Codes of the daemon's custody of uffds (daemon/custody).
+  /** The keeper (or systemd's fd store) that keeps uffds across daemon restarts cannot be reached or started. */
+  CUSTODY_UNAVAILABLE: 500,
   // Codes of StoreError (daemon/store/errors.ts), for the API's mapping.
   INVALID_IMAGE_NAME: 400,
   IMAGE_EXISTS: 409,

@@ -26,6 +26,8 @@
 import { EventEmitter } from 'node:events';
 import {
   native,
+  type LayoutChange,
+  type PageServiceCustody,
   type PageServiceEvent,
   type PageServiceHandle,
   type PageServiceTaskStats,
@@ -34,6 +36,8 @@ import {
 } from '../native/index.js';
 
 type EventOf<T extends PageServiceEvent['type']> = Extract<PageServiceEvent, { type: T }>;
+/** Events about tasks (not the service's own `synced`). */
+export type TaskEvent = Exclude<PageServiceEvent, { type: 'synced' }>;
 
 /** Events of a {@link PageService}. Per-task failures arrive as `taskError`
  *  (an EventEmitter 'error' without a listener would throw). */
@@ -46,8 +50,9 @@ export interface PageServiceEvents {
   complete: [EventOf<'complete'>];
   exit: [EventOf<'exit'>];
   taskError: [EventOf<'error'>];
-  /** Every event, in order, whatever its type. */
-  event: [PageServiceEvent];
+  synced: [EventOf<'synced'>];
+  /** Every event of a task, in order, whatever its type. */
+  event: [TaskEvent];
 }
 
 /** In-memory page data of one dumped address space, keyed by origin address. */
@@ -83,13 +88,21 @@ export interface CloseOptions {
   closeUffds?: boolean;
 }
 
+export interface PageServiceOptions {
+  /** Deposit every uffd with a custodian and journal the lazy state (daemon/custody/). */
+  custody?: PageServiceCustody;
+}
+
 export class PageService extends EventEmitter<PageServiceEvents> {
   #handle: PageServiceHandle | null;
   #closed: Promise<void> | null = null;
+  #syncs = 0;
+  readonly hasCustody: boolean;
 
-  constructor() {
+  constructor(options: PageServiceOptions = {}) {
     super();
-    this.#handle = native.pageServiceOpen((events) => this.#dispatch(events));
+    this.hasCustody = options.custody !== undefined;
+    this.#handle = native.pageServiceOpen((events) => this.#dispatch(events), options.custody);
   }
 
   get closed(): boolean {
@@ -97,9 +110,51 @@ export class PageService extends EventEmitter<PageServiceEvents> {
   }
 
   /** Adopts `uffd` (negotiated with UFFDIO_API and registered; the service
-   *  owns it from now on) as a task whose data comes from `source`. */
-  addTask(uffd: number, source: PageSource): number {
-    return native.pageServiceAddTask(this.#open(), uffd, source.handle);
+   *  owns it from now on) as a task whose data comes from `source`. `tag` (a
+   *  JSON-able description of the task) is journaled when the service has custody. */
+  addTask(uffd: number, source: PageSource, tag?: object): number {
+    return native.pageServiceAddTask(
+      this.#open(),
+      uffd,
+      source.handle,
+      tag === undefined ? undefined : JSON.stringify(tag),
+    );
+  }
+
+  /** Replays a change of `task`'s address space that a predecessor's journal recorded. */
+  applyChange(task: number, kind: LayoutChange, a: number, b: number, len = 0): void {
+    native.pageServiceApplyChange(this.#open(), task, kind, a, b, len);
+  }
+
+  /** Wakes `task`'s threads waiting on faults nobody will resolve (read by a predecessor): they fault again. */
+  wakeAll(task: number): void {
+    native.pageServiceWakeAll(this.#open(), task);
+  }
+
+  /** Appends one line to the custody journal, after every command posted before. */
+  note(text: string): void {
+    native.pageServiceNote(this.#open(), text);
+  }
+
+  /** Resolves once the service thread has applied every command posted before (adoptions are then journaled
+   *  and their uffds in custody). */
+  sync(): Promise<void> {
+    const token = ++this.#syncs;
+    const handle = this.#open();
+    return new Promise((resolve, reject) => {
+      const onSynced = (e: EventOf<'synced'>) => {
+        if (e.token !== token) return;
+        this.off('synced', onSynced);
+        resolve();
+      };
+      this.on('synced', onSynced);
+      try {
+        native.pageServiceSync(handle, token);
+      } catch (err) {
+        this.off('synced', onSynced);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
+    });
   }
 
   /** [start, start+len) of `task` needs the data the source holds at origin. */
@@ -149,6 +204,10 @@ export class PageService extends EventEmitter<PageServiceEvents> {
 
   #dispatch(events: PageServiceEvent[]): void {
     for (const e of events) {
+      if (e.type === 'synced') {
+        this.emit('synced', e);
+        continue;
+      }
       this.emit('event', e);
       switch (e.type) {
         case 'need':

@@ -4,13 +4,18 @@
  * restored tasks, the job registry, and the REST API on a unix socket (and on TCP with a bearer token when
  * asked).
  *
+ * Every uffd the page service holds is also in custody (daemon/custody/: the keeper process, or systemd's fd
+ * store under systemd) and every change of its lazy state journaled, so that neither a crash nor a restart ever
+ * closes the last copy of a uffd (which would hand its task zero pages). On start, the daemon takes over the
+ * tasks of any predecessor that died or stopped before it serves requests.
+ *
  * Shutdown (close(), SIGTERM, SIGINT) is graceful: stop accepting, let requests in flight (dumps) finish, wait
- * for jobs still running, stop the page service WITHOUT closing the uffds it holds (a closed uffd hands its
- * task zero pages instead of its memory; the keeper process that will hold them across restarts comes later),
- * close the store, remove the socket.
+ * for jobs still running, stop the page service without closing the uffds it holds (they stay in custody: their
+ * tasks wait for the next daemon), close the store, remove the socket.
  */
 import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import { buildApi, type ApiInstance } from '../api/app.js';
 import { readTokenFile } from '../api/auth.js';
@@ -19,6 +24,9 @@ import { defaultSocketPath, parseHostPort, type TcpAddress } from '../api/endpoi
 import { listenTcp, listenUnix, resolveGroup } from '../api/listen.js';
 import { DaemonMetrics } from '../api/metrics.js';
 import { RestoreRegistry } from '../api/restores.js';
+import { Custody, type CustodyMode } from './custody/index.js';
+import { recoverTasks, type RecoveryReport } from './custody/recover.js';
+import { sdNotify } from './custody/systemd.js';
 import { defaultDataDir } from './dump/defaults.js';
 import { LazyRestoreError } from './errors.js';
 import { JobRegistry } from './jobs.js';
@@ -38,6 +46,10 @@ export interface DaemonOptions {
   group?: string;
   /** pino level of the JSON log on stdout; 'silent' for none. Default 'info'. */
   logLevel?: string;
+  /** Where journals of the uffds in custody live (default: `custody/` beside the socket). */
+  custodyDir?: string;
+  /** Custodian of the uffds (default: systemd's fd store under systemd, else the keeper process). */
+  custody?: CustodyMode;
 }
 
 export interface Daemon {
@@ -49,6 +61,8 @@ export interface Daemon {
   readonly pageService: PageService;
   readonly jobs: JobRegistry;
   readonly log: FastifyBaseLogger;
+  /** What the daemon took over from a predecessor at start. */
+  readonly recovery: RecoveryReport;
   /** Graceful shutdown (see the module comment); idempotent, resolves once everything is closed. */
   close(): Promise<void>;
 }
@@ -60,6 +74,8 @@ interface Config {
   token: string | undefined;
   gid: number | undefined;
   logLevel: string;
+  custodyDir: string;
+  custody: CustodyMode | undefined;
 }
 
 /** Every option checked before anything is opened, so a bad command line changes nothing. */
@@ -79,8 +95,11 @@ function configure(options: DaemonOptions): Config {
   } else if (options.tokenFile !== undefined) {
     throw new LazyRestoreError('INVALID_ARGUMENT', '--token-file is only used with --listen HOST:PORT');
   }
+  const socketPath = options.socketPath ?? defaultSocketPath();
   return {
-    socketPath: options.socketPath ?? defaultSocketPath(),
+    socketPath,
+    custodyDir: options.custodyDir ?? join(dirname(socketPath), 'custody'),
+    custody: options.custody,
     dataDir: defaultDataDir(options.dataDir),
     tcp,
     token,
@@ -142,7 +161,10 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   try {
     const store = await openStore(config.dataDir);
     teardown.push(() => store.close());
-    const pageService = new PageService();
+    const custody = await Custody.open(config.custodyDir, config.custody);
+    // Runs after the page service has stopped (teardown goes last first).
+    teardown.push(() => Promise.resolve(custody.release()));
+    const pageService = new PageService({ custody: custody.serviceConfig() });
     // Every restore in progress listens to the shared service (and stops when it completes): their number is
     // the number of concurrent restores, not a leak.
     pageService.setMaxListeners(0);
@@ -150,6 +172,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     teardown.push(() => pageService.close({ closeUffds: false }));
     const jobs = new JobRegistry();
     teardown.push(() => jobs.close());
+    // Before any request: a restore must not race with the tasks being taken over.
+    const recovery = await recoverTasks(custody, pageService, store);
 
     const state = { closing: false, storeOpen: true };
     const ctx: ApiContext = {
@@ -172,12 +196,15 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     // No task can exist before this point (restores come through the API).
     pageService.on('taskError', (e) => log.error({ event: e }, `page service: task ${e.task} failed: ${e.message}`));
     for (const r of store.recovered) log.warn({ recovered: r }, `store: cleaned up after an unfinished ${r.state}`);
+    logRecovery(log, recovery);
+    sdNotify(`READY=1\nMAINPID=${process.pid}`);
     log.info(
       { socket: config.socketPath, tcp: apps.tcp, dataDir: config.dataDir, pid: process.pid },
       'lazyrestore daemon ready',
     );
-    return daemonHandle(config, apps, ctx, teardown, () => {
+    return daemonHandle(config, apps, ctx, recovery, teardown, () => {
       state.closing = true;
+      sdNotify('STOPPING=1');
     });
   } catch (e) {
     await teardown.run().catch(() => undefined);
@@ -218,10 +245,20 @@ async function startListeners(ctx: ApiContext, config: Config, teardown: Teardow
   return { log: unix.log, tcp };
 }
 
+function logRecovery(log: FastifyBaseLogger, r: RecoveryReport): void {
+  for (const p of r.problems) log.warn({ problem: p }, `custody: ${p}`);
+  for (const k of r.killed) log.error({ killed: k }, `custody: killed process ${k.pid}: ${k.reason}`);
+  if (r.journals.length > 0) {
+    log.info({ adopted: r.adopted, from: r.journals }, `custody: took over ${r.adopted.length} task(s)`);
+    void r.complete.then(() => log.info('custody: every task taken over is complete'));
+  }
+}
+
 function daemonHandle(
   config: Config,
   listeners: Listeners,
   ctx: ApiContext,
+  recovery: RecoveryReport,
   teardown: Teardown,
   beginClosing: () => void,
 ): Daemon {
@@ -235,6 +272,7 @@ function daemonHandle(
     pageService: ctx.pageService,
     jobs: ctx.jobs,
     log,
+    recovery,
     close: () => {
       closed ??= (async () => {
         beginClosing();

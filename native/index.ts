@@ -122,7 +122,32 @@ export type PageServiceEvent =
    *  counters (lazyPages: pages it never received). */
   | { type: 'exit'; task: number; stats: PageServiceTaskStats }
   /** An unexpected failure for one task; the task's state is left as it was. */
-  | { type: 'error'; task: number; code: string; errno: number; syscall: string; message: string };
+  | { type: 'error'; task: number; code: string; errno: number; syscall: string; message: string }
+  /** pageServiceSync(token): every command posted before it has been applied. `task` is 0. */
+  | { type: 'synced'; task: number; token: number };
+
+/** Custody of a page service's uffds (native/src/page_service_custody.h): every task's fd is deposited with a
+ *  custodian under `<prefix>-<task id>` and its lazy state journaled, so that a successor can take over. The
+ *  service owns (and closes) the three fds. */
+export interface PageServiceCustody {
+  /** Journal file, opened O_WRONLY|O_APPEND. */
+  journalFd: number;
+  /** A file of at least 8 bytes: the id of the task whose uffd is being read, 0 otherwise. */
+  markerFd: number;
+  /** Connected socket of the custodian: the keeper (SOCK_SEQPACKET) or systemd's notify socket (SOCK_DGRAM). */
+  sinkFd: number;
+  mode: 'keeper' | 'systemd';
+  prefix: string;
+}
+
+/** A change of a task's address space a journal recorded (a, b: from/to for remap, start/end otherwise). */
+export type LayoutChange = 'remap' | 'remove' | 'unmap';
+
+/** One message of a unix socket, with the fd it carried (or null). */
+export interface UnixMessage {
+  text: string;
+  fd: number | null;
+}
 
 export interface PageServiceTaskStats {
   task: number;
@@ -199,10 +224,26 @@ export interface NativeAddon {
   closeFd(fd: number): void;
 
   // --- page_service.cc
-  pageServiceOpen(onEvents: (events: PageServiceEvent[]) => void): PageServiceHandle;
+  pageServiceOpen(onEvents: (events: PageServiceEvent[]) => void, custody?: PageServiceCustody): PageServiceHandle;
   /** Adopt `uffd` (the service owns and closes it from now on) as a new task
-   *  whose lazy ranges take data from `source`. Returns the task id. */
-  pageServiceAddTask(ps: PageServiceHandle, uffd: number, source: PageSourceHandle): number;
+   *  whose lazy ranges take data from `source`. Returns the task id. `tag`
+   *  (one line) is journaled with the adoption when the service has custody. */
+  pageServiceAddTask(ps: PageServiceHandle, uffd: number, source: PageSourceHandle, tag?: string): number;
+  /** Replay a change a predecessor's journal recorded on `task`'s lazy state. */
+  pageServiceApplyChange(
+    ps: PageServiceHandle,
+    task: number,
+    kind: LayoutChange,
+    a: number,
+    b: number,
+    len?: number,
+  ): void;
+  /** UFFDIO_WAKE over all of user space: threads waiting on faults a predecessor read fault again. */
+  pageServiceWakeAll(ps: PageServiceHandle, task: number): void;
+  /** Append `text` (one line) to the journal, in command order. */
+  pageServiceNote(ps: PageServiceHandle, text: string): void;
+  /** Emit a `synced` event with `token` once every command posted before has been applied. */
+  pageServiceSync(ps: PageServiceHandle, token: number): void;
   /** Declare [start, start+len) of `task` lazy: every page needs the data the
    *  source holds (or will hold) at origin + (addr - start). Origin pages the
    *  source never receives must be declared with pageSourceMarkZero first. */
@@ -226,6 +267,13 @@ export interface NativeAddon {
   pageSourceMarkZero(src: PageSourceHandle, origin: number, len: number): void;
   /** Bytes of page data the source holds. */
   pageSourceBytes(src: PageSourceHandle): number;
+
+  // --- custody.cc: unix sockets carrying fds (SCM_RIGHTS); a path starting with '@' is abstract
+  unixConnect(path: string, type: 'seqpacket' | 'dgram'): number;
+  /** One message; `passFd` (when given) travels with it. */
+  unixSend(fd: number, text: string, passFd?: number | null): void;
+  /** One message, waiting at most timeoutMs (ETIMEDOUT); null once the peer has closed. */
+  unixRecv(fd: number, timeoutMs: number): UnixMessage | null;
 
   // --- ptrace.cc
   tracerOpen(): TracerHandle;

@@ -16,7 +16,18 @@ import { mmIdOf } from '../dump/image.js';
 import type { ImageStore, PageWindow } from '../store/index.js';
 import type { ProcTask, RestoreContext } from './context.js';
 import { isLazyVma } from './memory.js';
+import { readStat } from '../proc/stat.js';
 import { PAGE, SYS, UFFD_FLAGS } from './sys.js';
+
+/** Who a task is, journaled with its adoption so that a successor daemon can serve it (daemon/custody/). */
+export interface CustodyTag {
+  image: string;
+  mm: string;
+  /** null for a forked child: its uffd came from UFFD_EVENT_FORK, which names no pid. */
+  pid: number | null;
+  /** The process's start time (/proc/<pid>/stat field 22), so that a successor never mistakes a reused pid. */
+  start?: number;
+}
 
 /** The uffd features lazy restore needs: a forked child, mremap, madvise and munmap must keep the state exact. */
 export const LAZY_FEATURES =
@@ -260,7 +271,12 @@ export class LazySession {
     try {
       native.uffdApi(uffd, LAZY_FEATURES);
       for (const v of vmas) native.uffdRegister(uffd, v.start, v.end - v.start, UFFDIO_REGISTER_MODE_MISSING);
-      id = this.service.addTask(uffd, entry.source);
+      id = this.service.addTask(uffd, entry.source, {
+        image: this.imageId,
+        mm: mmIdOf(task.pid),
+        pid: task.pid,
+        start: readStat(task.pid).starttime,
+      } satisfies CustodyTag);
     } catch (e) {
       native.closeFd(uffd);
       throw e;
@@ -277,6 +293,19 @@ export class LazySession {
     if (!this.entries.has(entry)) this.cachedBytes += entry.source.bytes;
     this.entries.add(entry);
     this.served.set(id, { pid: task.pid, entry, lazyPages: pages, faults: 0, done: false });
+  }
+
+  /** Resolves once every uffd registered so far is journaled and in custody (when the service has custody). */
+  async custodyBarrier(): Promise<void> {
+    if (this.served.size > 0 && this.service.hasCustody) await this.service.sync();
+  }
+
+  /** Takes over a task a predecessor served (daemon/custody/recover.ts): `id` is already the service's, with its
+   *  lazy state replayed. */
+  adopt(id: number, pid: number, entry: SourceEntry): void {
+    entry.users++;
+    this.entries.add(entry);
+    this.served.set(id, { pid, entry, lazyPages: 0, faults: 0, done: false });
   }
 
   /** Called once the tree runs: feeds every address space, and completes when every task has. */

@@ -250,6 +250,8 @@ export async function restoreImage(
         signals.push(tid === task.pid && task.image.entry.state === 'stopped' ? SIGSTOP : 0);
       }
     }
+    // A task must not run before its uffd is in custody: a daemon crash would otherwise close the last copy.
+    if (lazy) await lazy.custodyBarrier();
     await native.restoreDetachAll(tracerHandleOf(tracer), tids, signals);
     phases.mark('release');
   } catch (e) {

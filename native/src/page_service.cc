@@ -120,8 +120,8 @@ Napi::Object StatsToJs(Napi::Env env, const TaskStats& s) {
 }
 
 Napi::Object ToJs(Napi::Env env, const ServiceEvent& e) {
-  static const char* const kTypes[] = {"need",  "fork",     "remap", "remove",
-                                       "unmap", "complete", "exit",  "error"};
+  static const char* const kTypes[] = {"need",     "fork", "remap", "remove", "unmap",
+                                       "complete", "exit", "error", "synced"};
   Napi::Object o = Napi::Object::New(env);
   o.Set("type", kTypes[static_cast<int>(e.type)]);
   o.Set("task", Napi::Number::New(env, e.task));
@@ -144,6 +144,9 @@ Napi::Object ToJs(Napi::Env env, const ServiceEvent& e) {
     case EventType::kUnmap:
       o.Set("start", num(e.a));
       o.Set("end", num(e.b));
+      break;
+    case EventType::kSynced:
+      o.Set("token", num(e.a));
       break;
     case EventType::kComplete:
     case EventType::kExit:
@@ -216,9 +219,41 @@ uint32_t ToTask(const Service& s, const Napi::Value& v) {
   return static_cast<uint32_t>(id);
 }
 
+int FdField(const Napi::Object& o, const char* name) {
+  uint64_t fd = ToU64(o.Get(name), name);
+  if (fd > INT32_MAX) throw Napi::RangeError::New(o.Env(), std::string(name) + " out of range");
+  return static_cast<int>(fd);
+}
+
+// { journalFd, markerFd, sinkFd, mode: 'keeper' | 'systemd', prefix }; the
+// fds pass to the service (closed by it, also when this throws later on).
+std::unique_ptr<Custody> CustodyFromJs(const Napi::Value& v) {
+  Napi::Env env = v.Env();
+  if (v.IsUndefined() || v.IsNull()) return nullptr;
+  if (!v.IsObject()) throw Napi::TypeError::New(env, "custody must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  CustodyConfig c;
+  std::string mode = o.Get("mode").IsString() ? o.Get("mode").As<Napi::String>().Utf8Value() : "";
+  if (mode != "keeper" && mode != "systemd") {
+    throw Napi::TypeError::New(env, "custody.mode must be 'keeper' or 'systemd'");
+  }
+  c.mode = mode == "systemd" ? CustodyMode::kSystemd : CustodyMode::kKeeper;
+  if (!o.Get("prefix").IsString()) throw Napi::TypeError::New(env, "custody.prefix must be a string");
+  c.prefix = o.Get("prefix").As<Napi::String>().Utf8Value();
+  c.journal_fd = FdField(o, "journalFd");
+  c.marker_fd = FdField(o, "markerFd");
+  c.sink_fd = FdField(o, "sinkFd");
+  try {
+    return std::make_unique<Custody>(c);
+  } catch (const std::system_error& e) {
+    ThrowSystemError(env, e.code().value(), "mmap", "(custody marker)");
+  }
+}
+
 Napi::Value PageServiceOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsFunction()) throw Napi::TypeError::New(env, "onEvents must be a function");
+  std::unique_ptr<Custody> custody = CustodyFromJs(info[1]);
   auto b = std::make_shared<ServiceBinding>();
   b->env = env;
   b->tsfn = Tsfn::New(
@@ -227,10 +262,12 @@ Napi::Value PageServiceOpen(const Napi::CallbackInfo& info) {
   b->tsfn.Unref(env);  // idle until the first task
   Tsfn tsfn = b->tsfn;
   try {
-    b->service = std::make_shared<Service>([tsfn](Batch* batch) {
-      // Unbounded queue: NonBlockingCall fails only once the TSFN is closing.
-      if (tsfn.NonBlockingCall(batch) != napi_ok) delete batch;
-    });
+    b->service = std::make_shared<Service>(
+        [tsfn](Batch* batch) {
+          // Unbounded queue: NonBlockingCall fails only once the TSFN is closing.
+          if (tsfn.NonBlockingCall(batch) != napi_ok) delete batch;
+        },
+        std::move(custody));
   } catch (const std::system_error& e) {
     b->released = true;
     b->tsfn.Release();
@@ -276,10 +313,62 @@ Napi::Value PageServiceAddTask(const Napi::CallbackInfo& info) {
   uint64_t fd = ToU64(info[1], "uffd");
   if (fd > INT32_MAX) throw Napi::RangeError::New(info.Env(), "uffd out of range");
   std::shared_ptr<PageSource> source = UnwrapSource(info[2]);
+  std::string tag;
+  if (info[3].IsString()) {
+    tag = info[3].As<Napi::String>().Utf8Value();
+    if (tag.find('\n') != std::string::npos) {
+      throw Napi::RangeError::New(info.Env(), "tag must not contain a newline");
+    }
+  }
   PrepareUffd(info.Env(), static_cast<int>(fd));
   b.adds_issued++;
   b.Ref();
-  return Napi::Number::New(info.Env(), b.service->AddTask(static_cast<int>(fd), std::move(source)));
+  return Napi::Number::New(info.Env(),
+                           b.service->AddTask(static_cast<int>(fd), std::move(source), tag));
+}
+
+Napi::Value PageServiceApplyChange(const Napi::CallbackInfo& info) {
+  ServiceBinding& b = OpenService(info[0]);
+  uint32_t task = ToTask(*b.service, info[1]);
+  std::string kind = info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+  Change change;
+  if (kind == "remap") {
+    change = Change::kRemap;
+  } else if (kind == "remove") {
+    change = Change::kRemove;
+  } else if (kind == "unmap") {
+    change = Change::kUnmap;
+  } else {
+    throw Napi::TypeError::New(info.Env(), "kind must be 'remap', 'remove' or 'unmap'");
+  }
+  uint64_t a = ToPageAligned(info[3], "a");
+  uint64_t c2 = ToPageAligned(info[4], "b");
+  uint64_t c3 = change == Change::kRemap ? ToPageAligned(info[5], "len") : 0;
+  b.service->ApplyChange(task, change, a, c2, c3);
+  return info.Env().Undefined();
+}
+
+Napi::Value PageServiceWakeAll(const Napi::CallbackInfo& info) {
+  ServiceBinding& b = OpenService(info[0]);
+  b.service->WakeAll(ToTask(*b.service, info[1]));
+  return info.Env().Undefined();
+}
+
+Napi::Value PageServiceNote(const Napi::CallbackInfo& info) {
+  ServiceBinding& b = OpenService(info[0]);
+  if (!info[1].IsString()) throw Napi::TypeError::New(info.Env(), "text must be a string");
+  std::string text = info[1].As<Napi::String>().Utf8Value();
+  if (text.find('\n') != std::string::npos) {
+    throw Napi::RangeError::New(info.Env(), "text must not contain a newline");
+  }
+  b.service->Note(std::move(text));
+  return info.Env().Undefined();
+}
+
+Napi::Value PageServiceSync(const Napi::CallbackInfo& info) {
+  ServiceBinding& b = OpenService(info[0]);
+  b.service->Sync(ToU64(info[1], "token"));
+  return info.Env().Undefined();
 }
 
 Napi::Value PageServiceAddLazyRange(const Napi::CallbackInfo& info) {
@@ -397,6 +486,12 @@ void InitPageService(Napi::Env env, Napi::Object exports) {
               Napi::Function::New(env, PageServiceReleaseTask, "pageServiceReleaseTask"));
   exports.Set("pageServiceSetBackground",
               Napi::Function::New(env, PageServiceSetBackground, "pageServiceSetBackground"));
+  exports.Set("pageServiceApplyChange",
+              Napi::Function::New(env, PageServiceApplyChange, "pageServiceApplyChange"));
+  exports.Set("pageServiceWakeAll",
+              Napi::Function::New(env, PageServiceWakeAll, "pageServiceWakeAll"));
+  exports.Set("pageServiceNote", Napi::Function::New(env, PageServiceNote, "pageServiceNote"));
+  exports.Set("pageServiceSync", Napi::Function::New(env, PageServiceSync, "pageServiceSync"));
   exports.Set("pageServiceStats", Napi::Function::New(env, PageServiceStats, "pageServiceStats"));
   exports.Set("pageServiceTotals",
               Napi::Function::New(env, PageServiceTotals, "pageServiceTotals"));

@@ -49,7 +49,8 @@ std::string Hex(uint64_t v) {
 
 }  // namespace
 
-Service::Service(Emit emit) : emit_(std::move(emit)) {
+Service::Service(Emit emit, std::unique_ptr<Custody> custody)
+    : emit_(std::move(emit)), custody_(std::move(custody)) {
   epfd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
   evfd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -99,13 +100,14 @@ void Service::Post(Command&& cmd) {
   (void)!write(evfd_, &one, sizeof one);
 }
 
-uint32_t Service::AddTask(int fd, std::shared_ptr<PageSource> source) {
+uint32_t Service::AddTask(int fd, std::shared_ptr<PageSource> source, std::string tag) {
   uint32_t id = next_id_.fetch_add(1);
   source->AddListener(weak_from_this());
   Command cmd(Command::kAddTask);
   cmd.task = id;
   cmd.fd = fd;
   cmd.source = std::move(source);
+  cmd.text = std::move(tag);
   Post(std::move(cmd));
   return id;
 }
@@ -122,6 +124,34 @@ void Service::AddLazyRange(uint32_t task, uint64_t start, uint64_t len, uint64_t
 void Service::ReleaseTask(uint32_t task) {
   Command cmd(Command::kRelease);
   cmd.task = task;
+  Post(std::move(cmd));
+}
+
+void Service::ApplyChange(uint32_t task, Change change, uint64_t a, uint64_t b, uint64_t c) {
+  Command cmd(Command::kChange);
+  cmd.task = task;
+  cmd.change = change;
+  cmd.a = a;
+  cmd.b = b;
+  cmd.c = c;
+  Post(std::move(cmd));
+}
+
+void Service::WakeAll(uint32_t task) {
+  Command cmd(Command::kWake);
+  cmd.task = task;
+  Post(std::move(cmd));
+}
+
+void Service::Note(std::string text) {
+  Command cmd(Command::kNote);
+  cmd.text = std::move(text);
+  Post(std::move(cmd));
+}
+
+void Service::Sync(uint64_t token) {
+  Command cmd(Command::kSync);
+  cmd.a = token;
   Post(std::move(cmd));
 }
 
@@ -267,18 +297,37 @@ void Service::DrainCommands() {
 void Service::Apply(Command& cmd) {
   if (cmd.kind == Command::kAddTask) return AdoptTask(cmd);
   if (cmd.kind == Command::kSourceChanged) return RetryParked(cmd.changed);
+  if (cmd.kind == Command::kNote) {
+    if (custody_) Journal(nullptr, "N " + cmd.text);
+    return;
+  }
+  if (cmd.kind == Command::kSync) {
+    pending_.emplace_back(EventType::kSynced, 0, cmd.a);
+    return;
+  }
   // Commands for a task that has exited, completed or been released are
   // dropped: JS learns about the first two from events.
   Task* t = FindLive(cmd.task);
   if (t == nullptr) return;
   switch (cmd.kind) {
     case Command::kAddRange:
+      if (custody_) {
+        Journal(t, "R " + std::to_string(t->id) + " " + Hex(cmd.a) + " " + Hex(cmd.b) + " " +
+                       Hex(cmd.c));
+      }
       t->lazy.Add(cmd.a, cmd.b, cmd.c);
       t->ranges_added = true;
       t->bg_idle = false;
       break;
     case Command::kRelease:
       t->state = State::kRelease;
+      break;
+    case Command::kChange:
+      ChangeLayout(t, cmd.change, cmd.a, cmd.b, cmd.c);
+      break;
+    case Command::kWake:
+      // One range over all of user space: UFFDIO_WAKE needs no VMA.
+      Wake(t, 0, kProbePage + kPageSize);
       break;
     case Command::kBackground:
       t->background = cmd.flag;
@@ -318,7 +367,19 @@ void Service::AdoptTask(Command& cmd) {
     std::lock_guard lock(tasks_mu_);
     tasks_.emplace(raw->id, std::move(t));
   }
+  if (custody_) {
+    Journal(raw, "A " + std::to_string(raw->id) + " " + cmd.text);
+    if (int err = custody_->Keep(raw->id, raw->fd); err != 0) {
+      Fail(raw, err, "sendmsg", "(depositing the uffd with its custodian; a daemon crash would lose it)");
+    }
+  }
   Touch(raw);
+}
+
+void Service::Journal(Task* t, const std::string& line) {
+  if (int err = custody_->Journal(line); err != 0) {
+    Fail(t, err, "write", "(custody journal; a successor could not resume this task exactly)");
+  }
 }
 
 Service::Task* Service::Find(uint32_t id) const {
@@ -343,7 +404,9 @@ void Service::Touch(Task* t) {
 
 void Service::ServeUffd(Task* t) {
   for (;;) {
+    if (custody_) custody_->Mark(t->id);
     ssize_t r = read(t->fd, msgs_, sizeof msgs_);
+    if (r <= 0 && custody_) custody_->Mark(0);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) return;
@@ -370,6 +433,8 @@ void Service::ServeUffd(Task* t) {
     for (size_t k = 0; k < n; k++) {
       if (msgs_[k].event != UFFD_EVENT_PAGEFAULT) Dispatch(t, msgs_[k]);
     }
+    // Every event of this read is journaled (and a child's fd deposited).
+    if (custody_) custody_->Mark(0);
     for (size_t k = 0; k < n; k++) {
       if (msgs_[k].event == UFFD_EVENT_PAGEFAULT) Dispatch(t, msgs_[k]);
     }
@@ -380,7 +445,6 @@ void Service::ServeUffd(Task* t) {
 void Service::Dispatch(Task* t, const uffd_msg& msg) {
   if (msg.event == UFFD_EVENT_FORK) return OnFork(t, static_cast<int>(msg.arg.fork.ufd));
   if (t->state != State::kLive) return;
-  ServiceEvent e(EventType::kError, t->id);
   switch (msg.event) {
     case UFFD_EVENT_PAGEFAULT: {
       bool write = (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
@@ -390,29 +454,49 @@ void Service::Dispatch(Task* t, const uffd_msg& msg) {
       return;
     }
     case UFFD_EVENT_REMAP:
-      t->lazy.Move(msg.arg.remap.from, msg.arg.remap.to, msg.arg.remap.len);
       t->ev_remap.Add(1);
-      RequeueParked(t, msg.arg.remap.from, msg.arg.remap.from + msg.arg.remap.len);
-      e = ServiceEvent(EventType::kRemap, t->id, msg.arg.remap.from, msg.arg.remap.to,
-                       msg.arg.remap.len);
-      break;
+      pending_.emplace_back(EventType::kRemap, t->id, msg.arg.remap.from, msg.arg.remap.to,
+                            msg.arg.remap.len);
+      return ChangeLayout(t, Change::kRemap, msg.arg.remap.from, msg.arg.remap.to,
+                          msg.arg.remap.len);
     case UFFD_EVENT_REMOVE:
-      t->lazy.Remove(msg.arg.remove.start, msg.arg.remove.end);
       t->ev_remove.Add(1);
-      RequeueParked(t, msg.arg.remove.start, msg.arg.remove.end);
-      e = ServiceEvent(EventType::kRemove, t->id, msg.arg.remove.start, msg.arg.remove.end);
-      break;
+      pending_.emplace_back(EventType::kRemove, t->id, msg.arg.remove.start, msg.arg.remove.end);
+      return ChangeLayout(t, Change::kRemove, msg.arg.remove.start, msg.arg.remove.end, 0);
     case UFFD_EVENT_UNMAP:
-      t->lazy.Drop(msg.arg.remove.start, msg.arg.remove.end);
       t->ev_unmap.Add(1);
-      RequeueParked(t, msg.arg.remove.start, msg.arg.remove.end);
-      e = ServiceEvent(EventType::kUnmap, t->id, msg.arg.remove.start, msg.arg.remove.end);
-      break;
+      pending_.emplace_back(EventType::kUnmap, t->id, msg.arg.remove.start, msg.arg.remove.end);
+      return ChangeLayout(t, Change::kUnmap, msg.arg.remove.start, msg.arg.remove.end, 0);
     default:
       Fail(t, EPROTO, "read", "(unknown uffd event " + std::to_string(msg.event) + ")");
       return;
   }
-  pending_.push_back(std::move(e));
+}
+
+// The lazy state follows the address space; the journal first, so that a
+// successor never knows less than the state acted upon.
+void Service::ChangeLayout(Task* t, Change change, uint64_t a, uint64_t b, uint64_t c) {
+  static const char kCodes[] = {'M', 'X', 'U'};
+  if (custody_) {
+    std::string line = std::string(1, kCodes[static_cast<int>(change)]) + " " +
+                       std::to_string(t->id) + " " + Hex(a) + " " + Hex(b);
+    if (change == Change::kRemap) line += " " + Hex(c);
+    Journal(t, line);
+  }
+  switch (change) {
+    case Change::kRemap:
+      t->lazy.Move(a, b, c);
+      RequeueParked(t, a, a + c);
+      break;
+    case Change::kRemove:
+      t->lazy.Remove(a, b);
+      RequeueParked(t, a, b);
+      break;
+    case Change::kUnmap:
+      t->lazy.Drop(a, b);
+      RequeueParked(t, a, b);
+      break;
+  }
   Touch(t);
 }
 
@@ -517,6 +601,12 @@ void Service::OnFork(Task* t, int ufd) {
   {
     std::lock_guard lock(tasks_mu_);
     tasks_.emplace(raw->id, std::move(child));
+  }
+  if (custody_) {
+    Journal(raw, "F " + std::to_string(t->id) + " " + std::to_string(raw->id));
+    if (int err = custody_->Keep(raw->id, raw->fd); err != 0) {
+      Fail(raw, err, "sendmsg", "(depositing a forked child's uffd; a daemon crash would lose it)");
+    }
   }
   if (raw->background) bg_tasks_.push_back(raw->id);
   t->ev_fork.Add(1);
@@ -801,6 +891,12 @@ void Service::Retire(Task* t) {
     pending_.push_back(std::move(e));
   }
   epoll_ctl(epfd_, EPOLL_CTL_DEL, t->fd, nullptr);
+  if (custody_) {
+    // The custodian's copy must go too: a uffd that stays open keeps the
+    // ranges registered, and a fault there would wait for nobody.
+    Journal(t, "G " + std::to_string(id));
+    custody_->Drop(id);
+  }
   close(t->fd);
   std::erase(bg_tasks_, id);
   std::erase_if(retries_, [&](const Retry& r) { return r.task == id; });
@@ -833,7 +929,12 @@ void Service::Shutdown() {
   DrainCommands();
   for (auto& [id, t] : tasks_) {
     epoll_ctl(epfd_, EPOLL_CTL_DEL, t->fd, nullptr);
-    if (close_uffds) close(t->fd);
+    if (!close_uffds) continue;
+    if (custody_) {
+      Journal(t.get(), "G " + std::to_string(id));
+      custody_->Drop(id);
+    }
+    close(t->fd);
   }
   {
     std::lock_guard lock(tasks_mu_);

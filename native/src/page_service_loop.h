@@ -39,12 +39,27 @@
 #include <unordered_map>
 #include <vector>
 
+#include "page_service_custody.h"
 #include "page_service_lazymap.h"
 #include "page_service_source.h"
 
 namespace lazyrestore {
 
-enum class EventType : uint8_t { kNeed, kFork, kRemap, kRemove, kUnmap, kComplete, kExit, kError };
+enum class EventType : uint8_t {
+  kNeed,
+  kFork,
+  kRemap,
+  kRemove,
+  kUnmap,
+  kComplete,
+  kExit,
+  kError,
+  kSynced
+};
+
+// A change of a task's address space, as an event reports it or as a
+// successor replays it from the journal.
+enum class Change : uint8_t { kRemap, kRemove, kUnmap };
 
 struct TaskStats {
   uint32_t task = 0;
@@ -70,7 +85,7 @@ struct ServiceEvent {
   EventType type;
   uint32_t task = 0;
   uint32_t child = 0;  // kFork
-  uint64_t a = 0;      // need: address; remap: from; remove/unmap: start
+  uint64_t a = 0;      // need: address; remap: from; remove/unmap: start; synced: token
   uint64_t b = 0;      // need: origin;  remap: to;   remove/unmap: end
   uint64_t c = 0;      // remap: len
   bool write = false;  // need
@@ -99,17 +114,31 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   using Emit = std::function<void(Batch*)>;
 
   // Creates the epoll and eventfd descriptors; throws std::system_error.
-  explicit Service(Emit emit);
+  // With `custody`, every task's fd is deposited and its lazy state
+  // journaled (page_service_custody.h).
+  explicit Service(Emit emit, std::unique_ptr<Custody> custody = nullptr);
   ~Service() override;
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
 
   void Start();
   // JS thread. `fd` must already be a non-blocking uffd; the service owns it.
-  uint32_t AddTask(int fd, std::shared_ptr<PageSource> source);
+  // `tag` is journaled with the adoption (JSON text without newlines: who
+  // the task is, for a successor).
+  uint32_t AddTask(int fd, std::shared_ptr<PageSource> source, std::string tag = "");
   bool IssuedTask(uint32_t id) const { return id > 0 && id < next_id_.load(); }
   void AddLazyRange(uint32_t task, uint64_t start, uint64_t len, uint64_t origin);
   void ReleaseTask(uint32_t task);
+  // Replays a change a predecessor's journal recorded (and journals it again).
+  void ApplyChange(uint32_t task, Change change, uint64_t a, uint64_t b, uint64_t c);
+  // Wakes every thread of `task` waiting on a fault: faults a predecessor
+  // read but never resolved are not delivered again; woken, they re-fault.
+  void WakeAll(uint32_t task);
+  // Appends a line to the journal in command order.
+  void Note(std::string text);
+  // Emits a kSynced event with `token` once every command posted before it
+  // has been applied (so adoptions are journaled and in custody).
+  void Sync(uint64_t token);
   void SetBackground(uint32_t task, bool enabled, uint64_t chunk_bytes);
   std::vector<TaskStats> Stats() const;
   ServiceTotals Totals() const;
@@ -163,7 +192,7 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
     bool need_sent;
   };
   struct Command {
-    enum Kind { kAddTask, kAddRange, kRelease, kBackground, kSourceChanged };
+    enum Kind { kAddTask, kAddRange, kRelease, kBackground, kSourceChanged, kChange, kWake, kNote, kSync };
     explicit Command(Kind k) : kind(k) {}
     Kind kind;
     uint32_t task = 0;
@@ -172,6 +201,8 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
     const PageSource* changed = nullptr;
     uint64_t a = 0, b = 0, c = 0;
     bool flag = false;
+    Change change = Change::kRemap;
+    std::string text;  // kAddTask: tag; kNote: the line
   };
   void Post(Command&& cmd);
   void Run();
@@ -185,6 +216,8 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
 
   void ServeUffd(Task* t);
   void Dispatch(Task* t, const uffd_msg& msg);
+  void ChangeLayout(Task* t, Change change, uint64_t a, uint64_t b, uint64_t c);
+  void Journal(Task* t, const std::string& line);
   void OnFault(Task* t, uint64_t page, bool write, bool need_sent);
   void Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_page, bool copied);
   void Park(Task* t, uint64_t page, uint64_t origin, bool write, bool need_sent);
@@ -216,6 +249,7 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   void Shutdown();
 
   Emit emit_;
+  std::unique_ptr<Custody> custody_;
   int epfd_ = -1;
   int evfd_ = -1;
   std::thread thread_;

@@ -1,0 +1,176 @@
+/**
+ * Custody of uffds across daemon crashes and restarts (daemon/custody/): the keeper holds fds by name and hands
+ * them back; a daemon killed with SIGKILL while a restored task faults through 512 MiB of lazy memory is replaced
+ * by a new one that takes the task over, and the task verifies every byte; a daemon closed gracefully leaves its
+ * lazy tasks waiting for the next one; a task whose state cannot be known exactly is killed, never served zeros.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, openSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { native } from '../native/index.js';
+import { DaemonClient } from '../cli/client.js';
+import type { RestoreBody } from '../api/schemas.js';
+import { connectKeeper, keeperDrop, keeperTake } from '../daemon/custody/keeper.js';
+import { parseJournal } from '../daemon/custody/journal.js';
+import { checkLazySupported } from '../daemon/restore/lazy.js';
+import { startDaemon } from '../daemon/service.js';
+import { repoRoot } from './support/programs.js';
+import { killAll, leftOver, sleep, tempDir, until, Workload } from './support/restore.js';
+
+const tmp = tempDir('custody');
+const workloads: Workload[] = [];
+const daemons: ChildProcess[] = [];
+const pids: number[] = [];
+
+function lazyMissing(): string | false {
+  try {
+    checkLazySupported();
+    return false;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+const noLazy = lazyMissing();
+
+after(async () => {
+  for (const w of workloads) w.kill();
+  for (const d of daemons) d.kill('SIGKILL');
+  killAll(pids);
+  await leftOver(pids);
+  tmp.remove();
+});
+
+/** `lazyrestore daemon` in a process of its own (so that it can be killed), its JSON log collected. */
+class DaemonProcess {
+  readonly child: ChildProcess;
+  log = '';
+  constructor(readonly dir: string) {
+    this.child = spawn(
+      process.execPath,
+      [
+        join(repoRoot, 'dist', 'cli', 'main.js'),
+        'daemon',
+        '--socket',
+        join(dir, 'api.sock'),
+        '--data-dir',
+        join(dir, 'data'),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NOTIFY_SOCKET: '' } },
+    );
+    daemons.push(this.child);
+    this.child.stdout!.on('data', (d: Buffer) => (this.log += d.toString()));
+    this.child.stderr!.on('data', (d: Buffer) => (this.log += d.toString()));
+  }
+  async ready(): Promise<DaemonClient> {
+    await until('the daemon to be ready', () => (this.log.includes('lazyrestore daemon ready') ? true : undefined));
+    return new DaemonClient({ socketPath: join(this.dir, 'api.sock') });
+  }
+  async kill9(): Promise<void> {
+    this.child.kill('SIGKILL');
+    await until('the daemon to die', () => (this.child.exitCode !== null || this.child.signalCode ? true : undefined));
+  }
+}
+
+async function dumpedWorkload(api: DaemonClient, dir: string, name: string, mib: number): Promise<Workload> {
+  const w = new Workload(join(dir, `${name}.out`), 'restore_mem', [String(mib), join(dir, `${name}.go`)]);
+  workloads.push(w);
+  const pid = await w.started();
+  pids.push(pid);
+  await w.waitOutput(/^tick 2$/m);
+  await api.dump({ pid, name });
+  await w.reaped();
+  return w;
+}
+
+async function restoreRunning(api: DaemonClient, image: string): Promise<RestoreBody> {
+  const a = await api.send('POST', '/v1/restores', { image });
+  assert.equal(a.status, 202, a.body);
+  const id = (JSON.parse(a.body) as RestoreBody).id;
+  for (;;) {
+    const r = await api.restoreStatus(id);
+    if (r.state === 'failed') assert.fail(JSON.stringify(r.error));
+    if (r.state === 'running' || r.state === 'complete') return r;
+    await sleep(5);
+  }
+}
+
+test('the keeper holds fds by name, hands copies back by prefix, and exits once empty and alone', async () => {
+  const sock = join(tmp.path, 'keeper-only.sock');
+  const fd = await connectKeeper(sock);
+  const r = openSync('/dev/null', 'r');
+  native.unixSend(fd, 'KEEP a.1-1', r);
+  native.unixSend(fd, 'KEEP a.1-2', r);
+  native.unixSend(fd, 'KEEP b.1-1', r);
+  const got = keeperTake(fd, 'a.1-');
+  assert.deepEqual([...got.keys()].sort(), ['a.1-1', 'a.1-2']);
+  for (const f of got.values()) native.closeFd(f);
+  for (const name of ['a.1-1', 'a.1-2', 'b.1-1']) keeperDrop(fd, name);
+  assert.equal(keeperTake(fd, '').size, 0, 'DROP closed them all');
+  native.closeFd(r);
+  native.closeFd(fd);
+  await until('the keeper to exit and remove its socket', () => (existsSync(sock) ? undefined : true));
+});
+
+test('the journal replays ranges, events and forks; a torn line makes its task uncertain', () => {
+  const j = parseJournal(
+    [
+      'A 1 {"image":"i","mm":"mm:5","pid":5,"start":7}',
+      'R 1 0x10000 0x4000 0x10000',
+      'X 1 0x11000 0x12000',
+      'F 1 2',
+      'M 2 0x10000 0x20000 0x4000',
+      'U 1 0x13000 0x14000',
+      'G 1',
+      'R 3 0x1000',
+      'A 4 {"image":"i","mm":"mm:6","pid":6}',
+      'R 4 0x1000 0x1',
+    ].join('\n'),
+  );
+  const parent = j.tasks.get(1)!;
+  assert.equal(parent.gone, true);
+  assert.equal(parent.ops.length, 3);
+  const child = j.tasks.get(2)!;
+  assert.equal(child.tag.pid, null);
+  assert.equal(child.parent, 1);
+  assert.deepEqual(
+    child.ops.map((o) => o.kind),
+    ['range', 'remove', 'remap'],
+    'a child starts from its parent at the fork, then has its own events',
+  );
+  assert.equal(j.problems.length, 2);
+  assert.deepEqual([...j.uncertain].sort(), [3, 4]);
+});
+
+test('kill -9 of the daemon while a task faults through 512 MiB: a new daemon takes over, every byte verifies', async (t) => {
+  if (noLazy) return t.skip(`lazy restore unsupported: ${noLazy}`);
+  const dir = join(tmp.path, 'crash');
+  const first = new DaemonProcess(dir);
+  let api = await first.ready();
+  const w = await dumpedWorkload(api, dir, 'big', 512);
+  await restoreRunning(api, 'big');
+  writeFileSync(join(dir, 'big.go'), ''); // the program starts reading all 512 MiB
+  const tasks = await api.tasks();
+  assert.equal(tasks.length, 1);
+  assert.ok(tasks[0]!.lazyPages > 0, 'pages are still lazy when the daemon dies');
+  await first.kill9();
+  const journals = readdirSync(join(dir, 'custody')).filter((f) => f.endsWith('.journal'));
+  assert.equal(journals.length, 1, 'the dead daemon left its journal');
+  await sleep(200);
+  assert.doesNotMatch(w.output(), /CHECK/, 'without a daemon the task waits instead of reading zeros');
+
+  const second = new DaemonProcess(dir);
+  api = await second.ready();
+  assert.match(second.log, /custody: took over 1 task\(s\)/);
+  await w.waitOutput(/^CHECK OK 512\nDONE$/m, 120_000);
+  assert.deepEqual(await leftOver([w.pid]), []);
+  assert.deepEqual(await api.tasks(), [], 'the task is complete and let go');
+  second.child.kill('SIGTERM');
+  await until('the daemon to stop', () => (second.child.exitCode !== null ? true : undefined));
+  const left = readdirSync(join(dir, 'custody')).filter((f) => f.endsWith('.journal'));
+  assert.equal(left.length, 1, `the dead daemon's journal was taken over and removed: ${left.join(', ')}`);
+  await until('the keeper, left with nothing, to exit', () =>
+    existsSync(join(dir, 'custody', 'keeper.sock')) ? undefined : true,
+  );
+});
