@@ -142,9 +142,12 @@ export class PageService extends EventEmitter<PageServiceEvents> {
     const token = ++this.#syncs;
     const handle = this.#open();
     return new Promise((resolve, reject) => {
+      // The native side keeps Node alive only while it holds tasks; the answer must arrive regardless.
+      const alive = setInterval(() => undefined, 60_000);
       const onSynced = (e: EventOf<'synced'>) => {
         if (e.token !== token) return;
         this.off('synced', onSynced);
+        clearInterval(alive);
         resolve();
       };
       this.on('synced', onSynced);
@@ -152,6 +155,7 @@ export class PageService extends EventEmitter<PageServiceEvents> {
         native.pageServiceSync(handle, token);
       } catch (err) {
         this.off('synced', onSynced);
+        clearInterval(alive);
         reject(err instanceof Error ? err : new Error(String(err)));
       }
     });

@@ -4,10 +4,10 @@
  * by a new one that takes the task over, and the task verifies every byte; a daemon closed gracefully leaves its
  * lazy tasks waiting for the next one; a task whose state cannot be known exactly is killed, never served zeros.
  */
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, openSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { native } from '../native/index.js';
 import { DaemonClient } from '../cli/client.js';
@@ -15,7 +15,6 @@ import type { RestoreBody } from '../api/schemas.js';
 import { connectKeeper, keeperDrop, keeperTake } from '../daemon/custody/keeper.js';
 import { parseJournal } from '../daemon/custody/journal.js';
 import { checkLazySupported } from '../daemon/restore/lazy.js';
-import { startDaemon } from '../daemon/service.js';
 import { repoRoot } from './support/programs.js';
 import { killAll, leftOver, sleep, tempDir, until, Workload } from './support/restore.js';
 
@@ -64,7 +63,11 @@ class DaemonProcess {
     this.child.stderr!.on('data', (d: Buffer) => (this.log += d.toString()));
   }
   async ready(): Promise<DaemonClient> {
-    await until('the daemon to be ready', () => (this.log.includes('lazyrestore daemon ready') ? true : undefined));
+    await until('the daemon to be ready', () =>
+      this.log.includes('lazyrestore daemon ready') ? true : undefined,
+    ).catch((e: unknown) => {
+      throw new Error(`${(e as Error).message}; its log: ${this.log}`);
+    });
     return new DaemonClient({ socketPath: join(this.dir, 'api.sock') });
   }
   async kill9(): Promise<void> {
@@ -173,4 +176,32 @@ test('kill -9 of the daemon while a task faults through 512 MiB: a new daemon ta
   await until('the keeper, left with nothing, to exit', () =>
     existsSync(join(dir, 'custody', 'keeper.sock')) ? undefined : true,
   );
+});
+
+test('a task whose uffd the dead daemon was reading is killed, not served on a guess', async (t) => {
+  if (noLazy) return t.skip(`lazy restore unsupported: ${noLazy}`);
+  const dir = join(tmp.path, 'uncertain');
+  const first = new DaemonProcess(dir);
+  let api = await first.ready();
+  const w = await dumpedWorkload(api, dir, 'mid', 256);
+  await restoreRunning(api, 'mid');
+  const tasks = await api.tasks();
+  assert.ok(tasks.length === 1 && tasks[0]!.lazyPages > 0, 'pages are still lazy when the daemon dies');
+  await first.kill9();
+  // As if it had died between read(2) of the uffd and journaling what it read.
+  const custody = join(dir, 'custody');
+  const journal = readdirSync(custody).find((f) => f.endsWith('.journal'))!;
+  const id = Number(/^A (\d+) /m.exec(readFileSync(join(custody, journal), 'utf8'))![1]);
+  const marker = Buffer.alloc(8);
+  marker.writeBigUInt64LE(BigInt(id));
+  writeFileSync(join(custody, journal.replace(/\.journal$/, '.marker')), marker);
+
+  const second = new DaemonProcess(dir);
+  api = await second.ready();
+  assert.match(second.log, new RegExp(`custody: killed process ${w.pid}: the daemon died while reading its uffd`));
+  assert.deepEqual(await leftOver([w.pid]), [], 'the task is gone');
+  assert.doesNotMatch(w.output(), /CHECK/, 'it never read its memory');
+  assert.deepEqual(await api.tasks(), []);
+  second.child.kill('SIGTERM');
+  await until('the daemon to stop', () => (second.child.exitCode !== null ? true : undefined));
 });

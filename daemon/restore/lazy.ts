@@ -13,7 +13,7 @@ import { native, UFFD_FEATURES, UFFDIO_REGISTER_MODE_MISSING, uffdFeatureNames }
 import { PageSource, type PageService, type PageServiceEvents } from '../page-service.js';
 import { LazyRestoreError } from '../errors.js';
 import { mmIdOf } from '../dump/image.js';
-import type { ImageStore, PageWindow } from '../store/index.js';
+import { isStoreError, type ImageStore, type PageWindow } from '../store/index.js';
 import type { ProcTask, RestoreContext } from './context.js';
 import { isLazyVma } from './memory.js';
 import { readStat } from '../proc/stat.js';
@@ -97,7 +97,9 @@ export class SourceEntry {
   /** Restores still being served from this source; streaming stops when none is left. */
   users = 0;
   private streaming: Promise<void> | null = null;
-  private readonly inflight = new Map<number, Promise<void>>();
+  /** The store `streaming` reads: a daemon that took over from one that stopped has a store of its own. */
+  private streamingStore: ImageStore | null = null;
+  private readonly inflight = new WeakMap<ImageStore, Map<number, Promise<void>>>();
 
   constructor(
     readonly imageId: string,
@@ -107,14 +109,16 @@ export class SourceEntry {
   /** Brings the window holding `origin` in (once, however many faults ask for it). */
   need(store: ImageStore, origin: number): Promise<void> {
     const window = origin - (origin % WINDOW);
-    let p = this.inflight.get(window);
+    let pending = this.inflight.get(store);
+    if (!pending) this.inflight.set(store, (pending = new Map()));
+    let p = pending.get(window);
     if (!p) {
       p = store.pageWindow(this.imageId, this.mmId, origin).then((w) => {
         if (w) feedWindow(this.source, w);
         else this.source.markZero(window, WINDOW);
       });
-      p.finally(() => this.inflight.delete(window)).catch(() => undefined);
-      this.inflight.set(window, p);
+      p.finally(() => pending.delete(window)).catch(() => undefined);
+      pending.set(window, p);
     }
     return p;
   }
@@ -122,10 +126,12 @@ export class SourceEntry {
   /** Feeds every window in address order (and zero for every gap), unless another restore already does. */
   stream(store: ImageStore): Promise<void> {
     if (this.complete) return Promise.resolve();
-    if (!this.streaming) {
-      this.streaming = this.run(store).finally(() => {
-        this.streaming = null;
+    if (!this.streaming || this.streamingStore !== store) {
+      const run = this.run(store).finally(() => {
+        if (this.streaming === run) this.streaming = null;
       });
+      this.streaming = run;
+      this.streamingStore = store;
     }
     return this.streaming;
   }
@@ -387,6 +393,11 @@ export class LazySession {
   /** A feed failed (the store could not give the data): the tree must not run on missing memory. */
   private fail(e: unknown): void {
     if (this.failed) return;
+    if (isStoreError(e) && e.code === 'STORE_CLOSED' && this.service.hasCustody) {
+      // The daemon is stopping: its tasks stay in custody and wait for the next daemon, which serves them.
+      this.stopListening();
+      return;
+    }
     this.failed = true;
     this.failure = e;
     this.onFatal(e);

@@ -106,8 +106,8 @@ static ssize_t recv_msg(int sock, char *buf, size_t cap, int *fd) {
     struct cmsghdr align;
   } u;
   struct iovec iov = {.iov_base = buf, .iov_len = cap - 1};
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
+  struct msghdr msg = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
   *fd = -1;
   ssize_t n;
   do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
@@ -119,8 +119,10 @@ static ssize_t recv_msg(int sock, char *buf, size_t cap, int *fd) {
     for (int i = 0; i < nfd; i++) {
       int f;
       memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
-      if (*fd < 0) *fd = f;
-      else close(f);  // one fd per request
+      if (*fd < 0)
+        *fd = f;
+      else
+        close(f);  // one fd per request
     }
   }
   if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {

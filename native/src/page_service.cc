@@ -238,7 +238,8 @@ std::unique_ptr<Custody> CustodyFromJs(const Napi::Value& v) {
     throw Napi::TypeError::New(env, "custody.mode must be 'keeper' or 'systemd'");
   }
   c.mode = mode == "systemd" ? CustodyMode::kSystemd : CustodyMode::kKeeper;
-  if (!o.Get("prefix").IsString()) throw Napi::TypeError::New(env, "custody.prefix must be a string");
+  if (!o.Get("prefix").IsString())
+    throw Napi::TypeError::New(env, "custody.prefix must be a string");
   c.prefix = o.Get("prefix").As<Napi::String>().Utf8Value();
   c.journal_fd = FdField(o, "journalFd");
   c.marker_fd = FdField(o, "markerFd");

@@ -13,7 +13,8 @@
 namespace lazyrestore {
 
 Custody::Custody(const CustodyConfig& config) : config_(config) {
-  void* p = mmap(nullptr, sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, config.marker_fd, 0);
+  void* p =
+      mmap(nullptr, sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, config.marker_fd, 0);
   int err = errno;
   close(config_.marker_fd);
   config_.marker_fd = -1;

@@ -32,7 +32,7 @@ struct CustodyConfig {
   int marker_fd = -1;   // a file of at least 8 bytes; mapped, then closed
   int sink_fd = -1;     // connected socket of the custodian; owned
   CustodyMode mode = CustodyMode::kKeeper;
-  std::string prefix;   // names of the deposited fds: "<prefix>-<id>"
+  std::string prefix;  // names of the deposited fds: "<prefix>-<id>"
 };
 
 class Custody {

@@ -370,7 +370,8 @@ void Service::AdoptTask(Command& cmd) {
   if (custody_) {
     Journal(raw, "A " + std::to_string(raw->id) + " " + cmd.text);
     if (int err = custody_->Keep(raw->id, raw->fd); err != 0) {
-      Fail(raw, err, "sendmsg", "(depositing the uffd with its custodian; a daemon crash would lose it)");
+      Fail(raw, err, "sendmsg",
+           "(depositing the uffd with its custodian; a daemon crash would lose it)");
     }
   }
   Touch(raw);

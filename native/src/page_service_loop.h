@@ -192,7 +192,17 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
     bool need_sent;
   };
   struct Command {
-    enum Kind { kAddTask, kAddRange, kRelease, kBackground, kSourceChanged, kChange, kWake, kNote, kSync };
+    enum Kind {
+      kAddTask,
+      kAddRange,
+      kRelease,
+      kBackground,
+      kSourceChanged,
+      kChange,
+      kWake,
+      kNote,
+      kSync
+    };
     explicit Command(Kind k) : kind(k) {}
     Kind kind;
     uint32_t task = 0;
