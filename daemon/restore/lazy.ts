@@ -110,7 +110,7 @@ export class SourceEntry {
   need(store: ImageStore, origin: number): Promise<void> {
     const window = origin - (origin % WINDOW);
     let pending = this.inflight.get(store);
-    if (!pending) this.inflight.set(store, (pending = new Map()));
+    if (!pending) this.inflight.set(store, (pending = new Map<number, Promise<void>>()));
     let p = pending.get(window);
     if (!p) {
       p = store.pageWindow(this.imageId, this.mmId, origin).then((w) => {
