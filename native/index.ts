@@ -270,6 +270,8 @@ export interface NativeAddon {
 
   // --- custody.cc: unix sockets carrying fds (SCM_RIGHTS); a path starting with '@' is abstract
   unixConnect(path: string, type: 'seqpacket' | 'dgram'): number;
+  /** A SOCK_DGRAM socket bound at `path` (the receiving end of a notify socket). */
+  unixBindDgram(path: string): number;
   /** One message; `passFd` (when given) travels with it. */
   unixSend(fd: number, text: string, passFd?: number | null): void;
   /** One message, waiting at most timeoutMs (ETIMEDOUT); null once the peer has closed. */

@@ -10,7 +10,7 @@
  * the page service, and also prefixes the names of the deposited fds (`<prefix>-<task id>`).
  */
 import { appendFileSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { native, type PageServiceCustody } from '../../native/index.js';
 import { readStat } from '../proc/stat.js';
 import { connectKeeper, keeperDrop, keeperTake } from './keeper.js';
@@ -47,6 +47,8 @@ export class Custody {
 
   /** Prepares custody in `dir` (created 0700): under systemd its fd store, else the keeper (started if needed). */
   static async open(dir: string, mode: CustodyMode = underSystemd() ? 'systemd' : 'keeper'): Promise<Custody> {
+    // The parent (the socket's directory, usually) as the API would create it; only our own directory is 0700.
+    mkdirSync(dirname(dir), { recursive: true, mode: 0o755 });
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     if (mode === 'systemd') return new Custody(dir, mode, connectNotify(), takeListenFds());
     return new Custody(dir, mode, await connectKeeper(join(dir, 'keeper.sock')), null);

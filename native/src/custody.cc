@@ -1,7 +1,7 @@
 // Unix sockets that carry fds, as flat JS functions (see custody.h). The
 // daemon uses them to talk to the keeper and to systemd's notify socket.
 // Man pages: unix(7), socket(2), connect(2), sendmsg(2), recvmsg(2),
-// cmsg(3), poll(2).
+// cmsg(3), poll(2), bind(2).
 #include "custody.h"
 
 #include <poll.h>
@@ -87,6 +87,24 @@ Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+// A datagram socket bound at `path`: the receiving end of a notify socket, as
+// systemd has it (tests play systemd with it).
+Napi::Value UnixBindDgram(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
+  std::string path = info[0].As<Napi::String>();
+  socklen_t len;
+  sockaddr_un addr = Address(env, path, &len);
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) ThrowSystemError(env, errno, "socket");
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+    int err = errno;
+    close(fd);
+    ThrowSystemError(env, err, "bind", path);
+  }
+  return Napi::Number::New(env, fd);
+}
+
 Napi::Value UnixSend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int sock = ToFd(info[0], "fd");
@@ -149,6 +167,7 @@ Napi::Value UnixRecv(const Napi::CallbackInfo& info) {
 
 void InitCustody(Napi::Env env, Napi::Object exports) {
   exports.Set("unixConnect", Napi::Function::New(env, UnixConnect, "unixConnect"));
+  exports.Set("unixBindDgram", Napi::Function::New(env, UnixBindDgram, "unixBindDgram"));
   exports.Set("unixSend", Napi::Function::New(env, UnixSend, "unixSend"));
   exports.Set("unixRecv", Napi::Function::New(env, UnixRecv, "unixRecv"));
 }
