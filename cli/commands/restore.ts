@@ -7,6 +7,10 @@
  * exit status are the same: the time until the tree ran, until it was complete, how the pages arrived.
  */
 import type { Argv, CommandModule } from 'yargs';
+import { dirname, join } from 'node:path';
+import { defaultSocketPath } from '../../api/endpoint.js';
+import { Custody } from '../../daemon/custody/index.js';
+import { PageService } from '../../daemon/page-service.js';
 import { restoreImage } from '../../daemon/restore/index.js';
 import { LazyRestoreError } from '../../daemon/errors.js';
 import { restoreReport, type RestoreReport } from '../../api/restores.js';
@@ -101,8 +105,22 @@ async function restoreHere(args: RestoreArgs): Promise<RestoreReport> {
     );
   }
   return withStore(args['data-dir'], async (store) => {
-    const tree = await restoreImage(store, args.image, { eager: args.eager });
-    return restoreReport(tree, await tree.complete);
+    if (args.eager) {
+      const tree = await restoreImage(store, args.image, { eager: true });
+      return restoreReport(tree, await tree.complete);
+    }
+    // The uffds go into custody as the daemon's do: if this command dies before the tree is complete, its tasks
+    // wait (instead of reading zero pages) until `lazyrestore daemon` starts and takes them over.
+    const socketPath = args.socket ?? defaultSocketPath();
+    const custody = await Custody.open(join(dirname(socketPath), 'custody'));
+    const service = new PageService({ custody: custody.serviceConfig() });
+    try {
+      const tree = await restoreImage(store, args.image, { pageService: service });
+      return restoreReport(tree, await tree.complete);
+    } finally {
+      await service.close();
+      custody.release();
+    }
   });
 }
 
