@@ -13,6 +13,8 @@ import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { native } from '../native/index.js';
+import { Criu } from './lib/criu.js';
+import { CriuRig } from './lib/criu-rig.js';
 import { FaultRig } from './lib/fault-rig.js';
 import { machineInfo } from './lib/machine.js';
 import { killAll, killAllNow } from './lib/process.js';
@@ -22,7 +24,7 @@ import { renderSvg } from './lib/svg.js';
 import { renderTable, type TableRow } from './lib/table.js';
 import type { BenchOptions, ScenarioResult } from './lib/types.js';
 import type { FaultContext } from './scenarios/context.js';
-import { planned, scenarios } from './scenarios/index.js';
+import { criuPath, groups, planned, scenarios } from './scenarios/index.js';
 
 // From dist/bench back to the checkout root.
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -36,11 +38,17 @@ function selectScenarios(only: string | undefined): typeof scenarios {
   const names = only
     .split(',')
     .map((s) => s.trim())
-    .filter(Boolean);
+    .filter(Boolean)
+    .flatMap((name) => {
+      const members = groups[name];
+      // A group of scenarios that are all planned is refused under its own name.
+      if (members && members.some((m) => scenarios.some((s) => s.name === m))) return members;
+      return [name];
+    });
   return names.map((name) => {
     const s = scenarios.find((x) => x.name === name);
     if (s) return s;
-    const p = planned.find((x) => x.name === name);
+    const p = planned.find((x) => x.name === name || groups[name]?.includes(x.name));
     if (p) throw new Error(`scenario '${name}' is not measured: it needs ${p.needs}`);
     throw new Error(`unknown scenario '${name}' (known: ${scenarios.map((x) => x.name).join(', ')})`);
   });
@@ -94,16 +102,15 @@ export async function main(argv: string[]): Promise<number> {
   const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
   log('building bench/reference');
   const bins = buildReference(repoRoot);
-  if (process.env['CRIU'])
-    log(`$CRIU is set (${process.env['CRIU']}), but running the scenarios through CRIU is not implemented`);
+  const launcher = join(repoRoot, 'test', 'programs', 'bin', 'restore_launch');
+  // A $CRIU that is not a runnable criu is an environment error, found before anything is measured.
+  const path = criuPath();
+  const wantsCriu = path !== null && selected.some((s) => groups['criu']!.includes(s.name));
+  const criu = wantsCriu ? new CriuRig(await Criu.open(path), bins.restoreWorkload, launcher, log) : null;
+  if (criu) log(`comparing with ${criu.label} (${path})`);
   const rig = new FaultRig(bins);
-  const restore = new RestoreRig(
-    bins.restoreWorkload,
-    join(repoRoot, 'test', 'programs', 'bin', 'restore_launch'),
-    join(repoRoot, 'dist', 'cli', 'main.js'),
-    log,
-  );
-  const ctx: FaultContext = { options, log, rig, restore };
+  const restore = new RestoreRig(bins.restoreWorkload, launcher, join(repoRoot, 'dist', 'cli', 'main.js'), log);
+  const ctx: FaultContext = { options, log, rig, restore, criu };
   const machine = machineInfo(repoRoot);
   const startedAt = new Date();
 
@@ -123,6 +130,7 @@ export async function main(argv: string[]): Promise<number> {
   await killAll();
   await rig.close();
   await restore.close();
+  criu?.close();
 
   const finishedAt = new Date();
   const outDir = resolve(args.out);
@@ -140,6 +148,8 @@ export async function main(argv: string[]): Promise<number> {
     options: { quick: options.quick, mib: options.mib ?? null, faults: options.faults ?? null },
     machine: { ...machine, loadavgEnd: loadavg().map((v) => Number(v.toFixed(2))) },
     svg: svgPath,
+    // The criu the criu-* scenarios ran (null without $CRIU or when none was selected).
+    criu: criu ? { path: criu.criu.path, version: criu.criu.version } : null,
     scenarios: reports,
     planned,
   };
@@ -150,7 +160,10 @@ export async function main(argv: string[]): Promise<number> {
       `${startedAt.toISOString()} · Linux ${machine.kernel} · ${machine.cpuModel} x${machine.cores} · ` +
       `node ${machine.node} · ${machine.git.commit?.slice(0, 12) ?? 'no git'}${machine.git.dirty ? '+dirty' : ''}` +
       ` · load ${machine.loadavg[0]}`;
-    writeFileSync(svgPath, renderSvg(distributions, 'lazyrestore fault service: ours vs the C floor', sub));
+    const heading = distributions.some((d) => (d.others ?? []).length > 0)
+      ? 'lazyrestore fault service: ours vs the C floor and CRIU'
+      : 'lazyrestore fault service: ours vs the C floor';
+    writeFileSync(svgPath, renderSvg(distributions, heading, sub));
   }
 
   const rows: TableRow[] = reports.flatMap((r) =>

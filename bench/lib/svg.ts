@@ -13,6 +13,8 @@ const WIDTH = 760;
 const PANEL = 350;
 const M = { left: 64, right: 24, top: 84, bottom: 52 };
 const COLORS = { ours: '#d62728', reference: '#4d4d4d' };
+/** Colours of a panel's further curves (Distribution.others), in order. */
+const OTHER_COLORS = ['#1f77b4', '#2ca02c', '#9467bd'];
 
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -37,21 +39,31 @@ function logTicks(lo: number, hi: number): number[] {
   return ticks;
 }
 
+/** Height of one legend line; a panel with further curves grows by one line per curve. */
+const LEGEND_LINE = 17;
+
+function panelHeight(d: Distribution): number {
+  return PANEL + LEGEND_LINE * (d.others?.length ?? 0);
+}
+
 function panel(d: Distribution, y0: number): string {
+  const others = d.others ?? [];
+  const top = M.top + LEGEND_LINE * others.length;
   const plotW = WIDTH - M.left - M.right;
   const plotH = PANEL - M.top - M.bottom;
-  const values = [d.ours, d.reference].flatMap((s) => [s.min, s.max]).filter((v) => v > 0);
+  const values = [d.ours, d.reference, ...others].flatMap((s) => [s.min, s.max]).filter((v) => v > 0);
   const lo = 10 ** Math.floor(Math.log10(Math.min(...values)));
   let hi = 10 ** Math.ceil(Math.log10(Math.max(...values)));
   if (hi <= lo) hi = lo * 10;
   const x = (v: number) => M.left + (Math.log10(Math.max(v, lo) / lo) / Math.log10(hi / lo)) * plotW;
   // The tail goes up to the finest fraction the samples resolve (at most p99.99).
-  const tail = Math.min(4, Math.log10(Math.max(10, Math.min(d.ours.count, d.reference.count)))) - 1;
+  const tail =
+    Math.min(4, Math.log10(Math.max(10, Math.min(d.ours.count, d.reference.count, ...others.map((o) => o.count))))) - 1;
   const body = Math.max(tail, 1);
   const t = (q: number) => (q <= 0.9 ? (q / 0.9) * body : body + Math.min(tail, -Math.log10(1 - q) - 1));
   // The maximum (q = 1) gets a band of its own above the finest percentile.
   const height = body + tail + 0.4;
-  const y = (q: number) => y0 + M.top + (1 - (q >= 1 ? height : t(q)) / height) * plotH;
+  const y = (q: number) => y0 + top + (1 - (q >= 1 ? height : t(q)) / height) * plotH;
   const out: string[] = [];
   out.push(`<text x="${M.left}" y="${y0 + 30}" class="title">${esc(d.title)}</text>`);
   // Grid and axes.
@@ -77,6 +89,7 @@ function panel(d: Distribution, y0: number): string {
   // The curves, then the legend between the title and the plot.
   const series: Array<[DistributionSummary, string]> = [
     [d.reference, COLORS.reference],
+    ...others.map((o, i): [DistributionSummary, string] => [o, OTHER_COLORS[i % OTHER_COLORS.length]!]),
     [d.ours, COLORS.ours],
   ];
   for (const [s, color] of series) {
@@ -85,7 +98,7 @@ function panel(d: Distribution, y0: number): string {
   }
   series.forEach(([s, color], i) => {
     const lx = M.left + 4;
-    const ly = y0 + 50 + i * 17;
+    const ly = y0 + 50 + i * LEGEND_LINE;
     const text =
       `${s.label}: p50 ${formatNumber(at(s, 0.5))} · p99 ${formatNumber(at(s, 0.99))} · ` +
       `max ${formatNumber(s.max)} µs (n=${s.count})`;
@@ -98,8 +111,14 @@ function panel(d: Distribution, y0: number): string {
 }
 
 export function renderSvg(distributions: Distribution[], heading: string, subheading: string): string {
-  const height = 64 + distributions.length * PANEL;
-  const body = distributions.map((d, i) => panel(d, 56 + i * PANEL)).join('\n');
+  let y0 = 56;
+  const panels: string[] = [];
+  for (const d of distributions) {
+    panels.push(panel(d, y0));
+    y0 += panelHeight(d);
+  }
+  const height = y0 + 8;
+  const body = panels.join('\n');
   return `<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" font-family="sans-serif">
 <style>

@@ -19,14 +19,11 @@ function cells(row: TableRow): string[] {
   const ratio = f.ratio === null ? '-' : `${formatNumber(f.ratio)}x`;
   let target = '';
   if (f.target) target = `${f.target.met ? 'met' : 'MISSED'} (${f.target.text})`;
-  return [
-    row.scenario,
-    f.name,
-    `${formatNumber(f.ours)} ${unit}`,
-    f.reference === null ? '-' : `${formatNumber(f.reference)} ${unit}`,
-    ratio,
-    target,
-  ];
+  // A reference that was tried and failed is a result, not a gap: it says so in its own cell.
+  if (f.referenceError !== undefined) target = 'reference failed: see below';
+  let reference = f.reference === null ? '-' : `${formatNumber(f.reference)} ${unit}`;
+  if (f.referenceError !== undefined) reference = 'FAILED';
+  return [row.scenario, f.name, `${formatNumber(f.ours)} ${unit}`, reference, ratio, target];
 }
 
 export function renderTable(rows: TableRow[]): string {

@@ -29,6 +29,9 @@ export interface Figure {
   /** ours / reference (null without a reference). */
   ratio: number | null;
   target: (RatioTarget & { met: boolean }) | null;
+  /** Set when the reference was attempted in this run and failed (criu on a kernel it does not support):
+   *  what failed, in the reference's own words. `reference` is null then. */
+  referenceError?: string;
 }
 
 /** A latency distribution summarised as a CDF: [value, cumulative fraction]. */
@@ -48,6 +51,8 @@ export interface Distribution {
   title: string;
   ours: DistributionSummary;
   reference: DistributionSummary;
+  /** Further curves of the same panel, measured in the same run (CRIU's lazy-pages daemon). */
+  others?: DistributionSummary[];
 }
 
 /** One run of one side, for the JSON: the figures pooled into a result come

@@ -1,5 +1,6 @@
 /** The context the fault-service scenarios run in, and their round loop. */
 import { abba, newSeed, type FaultRig, type Side } from '../lib/fault-rig.js';
+import type { CriuRig } from '../lib/criu-rig.js';
 import type { RestoreRig } from '../lib/restore-rig.js';
 import type { BenchContext, RoundRecord } from '../lib/types.js';
 
@@ -7,6 +8,15 @@ export interface FaultContext extends BenchContext {
   rig: FaultRig;
   /** The dump and restore apparatus (its store is created on first use). */
   restore: RestoreRig;
+  /** The same workloads through the criu binary of $CRIU; null when $CRIU is unset (the criu-* scenarios are
+   *  then not registered). */
+  criu: CriuRig | null;
+}
+
+/** The criu apparatus of a criu-* scenario (registered only when $CRIU is set, so this holds). */
+export function criuRig(ctx: FaultContext): CriuRig {
+  if (!ctx.criu) throw new Error('this scenario needs $CRIU to name a criu binary');
+  return ctx.criu;
 }
 
 /** Region size of the fault scenarios: 1 GiB (the figure), 256 MiB with --quick. */

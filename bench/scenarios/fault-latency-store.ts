@@ -11,33 +11,23 @@
 import { sourceCache } from '../../daemon/restore/index.js';
 import { FLOOR_NAME, MiB, PAGE, newSeed } from '../lib/fault-rig.js';
 import type { Dumped } from '../lib/restore-rig.js';
+import { parseTouches, type Touches as Samples } from '../lib/touches.js';
 import { figure, latencyFigures, summarize } from '../lib/stats.js';
 import type { RestoreCompletion } from '../../daemon/restore/index.js';
 import type { Distribution, Figure, RoundRecord, Scenario } from '../lib/types.js';
 import { regionMiB, type FaultContext } from './context.js';
 
-interface Touches {
-  /** Every touch (ns). */
-  ns: number[];
-  /** The touches of pages that were not resident yet (mincore before the touch): real faults. */
-  missing: number[];
+interface Touches extends Samples {
   done: RestoreCompletion;
 }
 
 async function restoreAndTouch(ctx: FaultContext, d: Dumped): Promise<Touches> {
   const { tree } = await ctx.restore.restore(d, false);
   try {
-    const lines = await d.out.waitFor('LAT OK', (l) => l.startsWith('LAT OK'));
-    const at = lines.findIndex((l) => l.startsWith('SAMPLES'));
-    const n = Number(lines[at]!.split(' ')[1]);
-    const pairs = lines.slice(at + 1, at + 1 + n).map((l) => l.split(' ').map(Number));
-    if (pairs.length !== n || pairs.some((p) => p.length !== 2 || !p.every(Number.isFinite)))
-      throw new Error('restore_workload: bad SAMPLES');
-    const ns = pairs.map((p) => p[0]!);
-    const missing = pairs.filter((p) => p[1] === 0).map((p) => p[0]!);
+    const samples = parseTouches(await d.out.waitFor('LAT OK', (l) => l.startsWith('LAT OK')));
     // The whole image in the source before the next restore: wait for completion, then end the program.
     await tree.complete;
-    return { ns, missing, done: await ctx.restore.finish(tree) };
+    return { ...samples, done: await ctx.restore.finish(tree) };
   } catch (e) {
     await ctx.restore.finish(tree).catch(() => undefined);
     throw e;
