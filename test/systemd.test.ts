@@ -128,7 +128,7 @@ test('READY=1, uffds in the fd store, and a restart with $LISTEN_FDS takes a laz
   assert.ok(stored.fd !== null);
   assert.equal(readlinkSync(`/proc/self/fd/${stored.fd}`), 'anon_inode:[userfaultfd]');
   for (;;) {
-    const r = (await api.restores())[0] as RestoreBody | undefined;
+    const r = (await api.restores())[0];
     if (r && r.state !== 'restoring') break;
     await sleep(5);
   }
