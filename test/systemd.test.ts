@@ -11,7 +11,6 @@ import { existsSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { native } from '../native/index.js';
 import { DaemonClient } from '../cli/client.js';
-import type { RestoreBody } from '../api/schemas.js';
 import { checkLazySupported } from '../daemon/restore/lazy.js';
 import { repoRoot } from './support/programs.js';
 import { killAll, leftOver, sleep, tempDir, until, Workload } from './support/restore.js';
