@@ -11,7 +11,6 @@ import { existsSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { native } from '../native/index.js';
 import { DaemonClient } from '../cli/client.js';
-import type { RestoreBody } from '../api/schemas.js';
 import { checkLazySupported } from '../daemon/restore/lazy.js';
 import { repoRoot } from './support/programs.js';
 import { killAll, leftOver, sleep, tempDir, until, Workload } from './support/restore.js';
@@ -128,7 +127,7 @@ test('READY=1, uffds in the fd store, and a restart with $LISTEN_FDS takes a laz
   assert.ok(stored.fd !== null);
   assert.equal(readlinkSync(`/proc/self/fd/${stored.fd}`), 'anon_inode:[userfaultfd]');
   for (;;) {
-    const r = (await api.restores())[0] as RestoreBody | undefined;
+    const r = (await api.restores())[0];
     if (r && r.state !== 'restoring') break;
     await sleep(5);
   }

@@ -13,6 +13,7 @@ import { appendFileSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync,
 import { dirname, join } from 'node:path';
 import { native, type PageServiceCustody } from '../../native/index.js';
 import { readStat } from '../proc/stat.js';
+import { parseJournal } from './journal.js';
 import { connectKeeper, keeperDrop, keeperTake } from './keeper.js';
 import { connectNotify, takeListenFds, underSystemd } from './systemd.js';
 
@@ -113,10 +114,13 @@ export class Custody {
     rmSync(join(this.dir, `${prefix}.marker`), { force: true });
   }
 
-  /** The page service has stopped: whatever it still held stays in custody for a successor. */
+  /** The page service has stopped: whatever it still held stays in custody for a successor; a journal with
+   *  nothing left in it goes. */
   release(): void {
     try {
-      appendFileSync(this.journalPath, 'N released\n');
+      const journal = parseJournal(readFileSync(this.journalPath, 'utf8'));
+      if ([...journal.tasks.values()].every((t) => t.gone) && journal.problems.length === 0) this.forget(this.prefix);
+      else appendFileSync(this.journalPath, 'N released\n');
     } catch {
       // no journal: the service never started
     }

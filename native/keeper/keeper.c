@@ -5,7 +5,7 @@
 // daemon, which takes the fds back and carries on.
 //
 // Man pages: unix(7), socket(2), bind(2), accept4(2), sendmsg(2),
-// recvmsg(2), cmsg(3), poll(2), setrlimit(2), signal(7).
+// recvmsg(2), cmsg(3), poll(2), setrlimit(2), signal(7), close_range(2).
 //
 // Protocol: SOCK_SEQPACKET, one request per message, text, names of at most
 // 255 bytes without spaces or newlines:
@@ -171,6 +171,9 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *path = argv[1];
+  // Whatever the daemon had open and not close-on-exec (a store file, a uffd
+  // about to be adopted) must not be pinned here: only deposited fds are held.
+  close_range(3, ~0U, 0);
   signal(SIGPIPE, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
   signal(SIGINT, SIG_IGN);
