@@ -4,51 +4,12 @@
  * verifies every page either monitor delivered), and the JSON and SVG must
  * hold what docs/benchmarks.md promises. No figure's value is asserted.
  */
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { native } from '../native/index.js';
-import { repoRoot } from './support/programs.js';
-
-const benchMain = join(repoRoot, 'dist', 'bench', 'main.js');
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function runBench(args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    // The bench kills every process it starts; the timeout kills the bench.
-    execFile(
-      process.execPath,
-      [benchMain, ...args],
-      { timeout: 240_000, maxBuffer: 64 << 20 },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
-
-function usable(t: { skip: (reason: string) => void }): boolean {
-  if (process.getuid?.() !== 0) {
-    t.skip('the benchmarks need root (privileged userfaultfd, pidfd_getfd)');
-    return false;
-  }
-  try {
-    native.uffdProbe();
-  } catch (e) {
-    t.skip(`userfaultfd unavailable: ${(e as Error).message}`);
-    return false;
-  }
-  return true;
-}
+import { benchMain, runBench, usable } from './support/bench.js';
 
 interface FigureJson {
   name: string;
@@ -71,7 +32,7 @@ interface ScenarioJson {
   error?: string;
   figures: FigureJson[];
   rounds: Array<{ side: string; round: number; values: Record<string, number> }>;
-  distributions: Array<{ name: string; ours: SummaryJson; reference: SummaryJson }>;
+  distributions: Array<{ name: string; ours: SummaryJson; reference: SummaryJson; others?: SummaryJson[] }>;
 }
 interface ReportJson {
   tool: string;
@@ -204,10 +165,12 @@ test('a tiny run of every scenario writes a complete JSON report and an SVG next
     assert.ok(byName.get('fork-storm')!.rounds.some((r) => r.side === 'no uffd'));
     assert.ok(byName.get('background-copy')!.figures.some((f) => f.unit === 'GB/s'));
     assertRestoreScenarios(byName);
+    // Without $CRIU the criu-* scenarios are named as not measured, not dropped.
     assert.deepEqual(
       report.planned.map((p) => p.name),
-      ['criu'],
+      ['criu-dump', 'criu-restore', 'criu-fault-latency'],
     );
+    for (const p of report.planned) assert.match(p.needs, /\$CRIU/);
 
     // The same report is on disk, with the SVG beside it.
     assert.ok(report.svg);
@@ -217,9 +180,10 @@ test('a tiny run of every scenario writes a complete JSON report and an SVG next
     const svg = readFileSync(report.svg, 'utf8');
     assert.match(svg, /^<\?xml[^>]*>\s*<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
     assert.match(svg, /<\/svg>\s*$/);
-    // One panel per distribution, each with two curves (ours and the floor).
-    const panels = report.scenarios.flatMap((s) => s.distributions).length;
-    assert.equal(svg.match(/<polyline /g)?.length, 2 * panels);
+    // One panel per distribution, each with two curves (ours and the floor) and one per further series.
+    const panels = report.scenarios.flatMap((s) => s.distributions);
+    const curves = panels.reduce((n, d) => n + 2 + (d.others?.length ?? 0), 0);
+    assert.equal(svg.match(/<polyline /g)?.length, curves);
     assert.match(run.stderr, /fault-latency +p50/, 'the table goes to stderr with --json');
   } finally {
     rmSync(out, { recursive: true, force: true });
@@ -236,5 +200,8 @@ test('scenario selection refuses unknown names and names what planned ones need'
   assert.match(unknown.stderr, /unknown scenario 'no-such-scenario' \(known: fault-latency, /);
   const planned = await runBench(['--only', 'criu']);
   assert.notEqual(planned.code, 0);
-  assert.match(planned.stderr, /scenario 'criu' is not measured: it needs .*criu/);
+  assert.match(planned.stderr, /scenario 'criu' is not measured: it needs \$CRIU to name a criu binary/);
+  const one = await runBench(['--only', 'fault-latency,criu-dump']);
+  assert.notEqual(one.code, 0);
+  assert.match(one.stderr, /scenario 'criu-dump' is not measured: it needs \$CRIU/);
 });

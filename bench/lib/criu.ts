@@ -39,6 +39,21 @@ export class CriuError extends Error {
  *  log failures of their helpers on the way), so several are kept, in order: cause and unwinding. */
 const QUOTED_ERRORS = 6;
 
+/** Causes recognised in criu's errors, with what is known about them, so that a reader of a report does not
+ *  have to search for them. Appended to the quoted errors, never instead of them. */
+const KNOWN_CAUSES: Array<[RegExp, string]> = [
+  [
+    /vdso: Unexpected rt vDSO area bounds/,
+    'known cause: this criu predates the [vvar_vclock] mapping that Linux 6.13 split off [vvar], so it fails in ' +
+      'its start-up (kerndat) before any dump or restore; criu 4.1 and later handle it',
+  ],
+];
+
+export function knownCause(errors: readonly string[]): string | null {
+  for (const [re, why] of KNOWN_CAUSES) if (errors.some((e) => re.test(e))) return why;
+  return null;
+}
+
 /** The distinct `Error (file:line): message` lines of a criu log, timestamps and pids stripped. */
 export function logErrors(text: string): string[] {
   const out: string[] = [];
@@ -219,7 +234,9 @@ export async function stop(p: CriuProcess): Promise<void> {
 function failure(command: string, dir: string, log: string, r: RunResult, what?: string): CriuError {
   const path = join(dir, log);
   const errors = existsSync(path) ? logErrors(readFileSync(path, 'latin1')).slice(0, QUOTED_ERRORS) : [];
-  const said = errors.length > 0 ? errors.join(' | ') : (r.stderr + r.stdout).trim() || '(no log, no output)';
+  const cause = knownCause(errors);
+  let said = errors.length > 0 ? errors.join(' | ') : (r.stderr + r.stdout).trim() || '(no log, no output)';
+  if (cause) said += ` (${cause})`;
   const how = r.code === null ? 'was killed' : `exited with ${r.code}`;
   return new CriuError(command, said, what ? `${how} ${what}` : how);
 }

@@ -125,7 +125,7 @@ export const criuFaultLatency: Scenario<FaultContext> = {
         criu.ok && criu.value.missing.length > 0 ? [summarize(`${label} (restored)`, criu.value.missing)] : [];
       distributions.push({
         name: 'criu-fault-latency',
-        title: `Restored process, first touches of missing pages: ours (store) and ${label} (${count} touches, ${mib} MiB)`,
+        title: `Restored process, missing pages: ours (store) vs ${label} (${mib} MiB)`,
         ours: summarize('ours (restored, store)', mine.missing),
         reference: summarize('C floor', floor),
         others,
