@@ -46,6 +46,8 @@ export const criuDump: Scenario<FaultContext> = {
           ours.totalMs,
           map(theirs, (d) => d.totalMs),
           label,
+          // The issue's target for the dump.
+          { text: 'within 2x CRIU', max: 2 },
         ),
         vsCriu(
           `${mib} MiB: frozen`,
