@@ -155,10 +155,14 @@ export class Criu {
       status.once('data', () => resolve(true));
       status.once('end', () => resolve(false));
     });
-    const ok = await Promise.race([ready, p.exit.then(() => false)]);
-    if (!ok) {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), 60_000)));
+    const ok = await Promise.race([ready, p.exit.then(() => false), timeout]);
+    clearTimeout(timer);
+    if (ok !== true) {
       await stop(p);
-      throw failure('lazy-pages', dir, `${log}.log`, { code: p.child.exitCode, stdout: p.stdout(), stderr: '' });
+      const what = ok === 'timeout' ? 'after not listening within 60 s' : undefined;
+      throw failure('lazy-pages', dir, `${log}.log`, { code: p.child.exitCode, stdout: p.stdout(), stderr: '' }, what);
     }
     return p;
   }
