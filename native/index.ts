@@ -382,17 +382,24 @@ export type RestoreExit =
  *  ref >= 0 adds the result of that earlier call (by index) to the argument. */
 export const RESTORE_CALL_BYTES = 16 * 8;
 
-function loadAddon(): NativeAddon {
-  const require = createRequire(import.meta.url);
-  // This file runs from dist/native/index.js after the build; the addon sits
-  // in build/Release at the package root either way.
+/**
+ * A file node-gyp built into build/Release at the package root: the addon, the restorer helper, the keeper.
+ * This file runs from dist/native/index.js after the build, or from native/ in a checkout; null when not built.
+ */
+export function builtFile(name: string): string | null {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 4; i++) {
-    const candidate = join(dir, 'build', 'Release', 'lazyrestore.node');
-    if (existsSync(candidate)) return require(candidate) as NativeAddon;
+    const candidate = join(dir, 'build', 'Release', name);
+    if (existsSync(candidate)) return candidate;
     dir = dirname(dir);
   }
-  throw new Error('lazyrestore native addon is not built: run `npm run setup` (node-gyp rebuild)');
+  return null;
+}
+
+function loadAddon(): NativeAddon {
+  const path = builtFile('lazyrestore.node');
+  if (path === null) throw new Error('lazyrestore native addon is not built: run `npm run setup` (node-gyp rebuild)');
+  return createRequire(import.meta.url)(path) as NativeAddon;
 }
 
 export const native: NativeAddon = loadAddon();

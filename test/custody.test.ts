@@ -14,23 +14,14 @@ import { DaemonClient } from '../cli/client.js';
 import type { RestoreBody } from '../api/schemas.js';
 import { connectKeeper, keeperDrop, keeperTake } from '../daemon/custody/keeper.js';
 import { parseJournal } from '../daemon/custody/journal.js';
-import { checkLazySupported } from '../daemon/restore/lazy.js';
 import { repoRoot } from './support/programs.js';
-import { killAll, leftOver, sleep, tempDir, until, Workload } from './support/restore.js';
+import { killAll, lazyMissing, leftOver, sleep, tempDir, until, Workload } from './support/restore.js';
 
 const tmp = tempDir('custody');
 const workloads: Workload[] = [];
 const daemons: ChildProcess[] = [];
 const pids: number[] = [];
 
-function lazyMissing(): string | false {
-  try {
-    checkLazySupported();
-    return false;
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
 const noLazy = lazyMissing();
 
 after(async () => {
