@@ -53,6 +53,8 @@ export interface PageServiceEvents {
 /** In-memory page data of one dumped address space, keyed by origin address. */
 export class PageSource {
   readonly #handle: PageSourceHandle = native.pageSourceCreate();
+  /** Process-wide id, as `need` events name the source that lacks a page. */
+  readonly id = native.pageSourceId(this.#handle);
 
   /** The native handle, for {@link PageService.addTask}. */
   get handle(): PageSourceHandle {
@@ -98,13 +100,19 @@ export class PageService extends EventEmitter<PageServiceEvents> {
 
   /** Adopts `uffd` (negotiated with UFFDIO_API and registered; the service
    *  owns it from now on) as a task whose data comes from `source`. */
-  addTask(uffd: number, source: PageSource): number {
-    return native.pageServiceAddTask(this.#open(), uffd, source.handle);
+  addTask(uffd: number, source: PageSource, pid = 0): number {
+    return native.pageServiceAddTask(this.#open(), uffd, source.handle, pid);
   }
 
-  /** [start, start+len) of `task` needs the data the source holds at origin. */
-  addLazyRange(task: number, start: number, len: number, origin: number): void {
-    native.pageServiceAddLazyRange(this.#open(), task, start, len, origin);
+  /** A shared object whose pages are filled once for every task mapping it (see addLazyRange). */
+  addSharedObject(source: PageSource, size: number): number {
+    return native.pageServiceAddSharedObject(this.#open(), source.handle, size);
+  }
+
+  /** [start, start+len) of `task` needs the data the source holds at origin; with `object`, the range maps
+   *  that shared object from offset `origin`. */
+  addLazyRange(task: number, start: number, len: number, origin: number, object = 0): void {
+    native.pageServiceAddLazyRange(this.#open(), task, start, len, origin, object);
   }
 
   /** Stops serving `task` and closes its uffd. */

@@ -185,6 +185,11 @@ export interface ShmemRecord {
   id: string;
   /** Size of the object (st_size of the shmem file), bytes. */
   size: number;
+  /** `memfd`: a memfd_create(2) file; absent or `anon`: MAP_SHARED|MAP_ANONYMOUS memory. */
+  kind?: 'anon' | 'memfd';
+  /** memfd only: its name (without the `memfd:` prefix) and F_GET_SEALS (1: not sealable, 0: sealable, no seal). */
+  name?: string;
+  seals?: number;
 }
 
 /** Everything a dump writes besides page data. */

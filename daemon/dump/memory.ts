@@ -15,6 +15,7 @@ import {
   type VmFlag,
 } from '../proc/index.js';
 import type { Problem } from '../errors.js';
+import { native } from '../../native/index.js';
 import type { VmaContent, VmaRecord } from './image.js';
 
 /** The largest piece of memory read with one pread (and handed to the store in one addPages). */
@@ -34,10 +35,15 @@ const REFUSED_FLAGS: Record<string, string> = {
 /** Flags derived from other fields of the record, left out of vmFlags. */
 const DERIVED_FLAGS = new Set(['rd', 'wr', 'ex', 'sh', 'ms', 'gd', 'ac', 'sd']);
 
-/** A shared anonymous object one process maps: where to read it from while the tree is frozen. */
+/** A shared object (shared anonymous memory, a memfd) one process maps: where to read it from while the tree is
+ *  frozen. */
 export interface ShmemRef {
   id: string;
   size: number;
+  /** `memfd`: a memfd_create(2) file (its name and seals); `anon`: MAP_SHARED|MAP_ANONYMOUS memory. */
+  kind: 'anon' | 'memfd';
+  name?: string;
+  seals?: number;
   /** Pages of the object this process has mapped (smaps Rss + Swap of the VMA): a lower bound of its use. */
   mappedPages: number;
   pid: number;
@@ -114,18 +120,38 @@ function planFile(pid: number, v: SmapsVma): VmaPlan {
   return { record: { ...baseRecord(v, 'file'), file }, runs: !v.shared };
 }
 
+/** F_SEAL_SEAL: set on every memfd made without MFD_ALLOW_SEALING (fcntl(2), "File Sealing"). */
+const F_SEAL_SEAL = 1;
+
 function planShmem(pid: number, v: SmapsVma): VmaPlan {
-  if (/^\/SYSV[0-9a-f]{8}$/.test(v.path)) return { problem: `is System V shared memory (${v.path})` };
+  if (/^\/SYSV[0-9a-f]{8}$/.test(v.path))
+    return { problem: `is System V shared memory (${v.path}), which restore does not recreate (shmget/shmat)` };
   const path = mapFilesPath(pid, v);
+  const memfd = v.kind === 'memfd';
   let st;
+  let seals = -1;
   try {
     st = statSync(path, { bigint: true });
+    if (memfd) {
+      const fd = openSync(path, 'r');
+      try {
+        seals = native.fileSeals(fd);
+      } finally {
+        closeSync(fd);
+      }
+    }
   } catch (e) {
-    return { problem: `is shared anonymous memory that cannot be identified (${String(e)})` };
+    return { problem: `is shared memory that cannot be identified (${String(e)})` };
   }
+  // Without MFD_ALLOW_SEALING a memfd has exactly F_SEAL_SEAL; with it, none until the program adds some. Other
+  // seals (write, grow, shrink, exec) would have to be added back after the lazy fill, which needs writes.
+  if (memfd && seals !== 0 && seals !== F_SEAL_SEAL)
+    return { problem: `maps ${v.path}, a memfd with seals 0x${seals.toString(16)}, which restore cannot put back` };
   const id = String(st.ino);
   const mappedPages = (v.sizes.Rss + v.sizes.Swap) / PAGE_SIZE;
-  const shmem: ShmemRef = { id, size: Number(st.size), mappedPages, pid, path };
+  const shmem: ShmemRef = memfd
+    ? { id, size: Number(st.size), kind: 'memfd', name: v.path.slice('/memfd:'.length), seals, mappedPages, pid, path }
+    : { id, size: Number(st.size), kind: 'anon', mappedPages, pid, path };
   return { record: { ...baseRecord(v, 'shmem'), shmem: id }, shmem };
 }
 
@@ -138,7 +164,8 @@ function planVma(pid: number, v: SmapsVma): VmaPlan {
   if (v.sizes.KernelPageSize !== PAGE_SIZE) return { problem: `has ${v.sizes.KernelPageSize}-byte pages (hugetlb)` };
   const special = SPECIAL_CONTENT[v.kind];
   if (special) return { record: baseRecord(v, special), special: true };
-  if (v.kind === 'memfd') return { problem: `maps a memfd (${v.path})` };
+  if (v.kind === 'memfd')
+    return v.shared ? planShmem(pid, v) : { problem: `is a private mapping of a memfd (${v.path})` };
   if (v.kind === 'shmem') return v.shared ? planShmem(pid, v) : { problem: `is a private mapping of ${v.path}` };
   if (v.kind === 'file') return planFile(pid, v);
   if (isAnon(v)) {

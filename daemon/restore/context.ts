@@ -37,6 +37,8 @@ export interface RestoreStepOptions {
 export class RestoreContext {
   readonly tasks = new Map<number, ProcTask>();
   readonly notes: string[] = [];
+  /** Shared objects left lazy (see planLazyShmem); the others are written before the tree runs. */
+  lazyShmem = new Set<string>();
 
   constructor(
     readonly store: ImageStore,

@@ -12,10 +12,10 @@
 import { native, UFFD_FEATURES, UFFDIO_REGISTER_MODE_MISSING, uffdFeatureNames } from '../../native/index.js';
 import { PageSource, type PageService, type PageServiceEvents } from '../page-service.js';
 import { LazyRestoreError } from '../errors.js';
-import { mmIdOf } from '../dump/image.js';
+import { mmIdOf, shmemMmId } from '../dump/image.js';
 import type { ImageStore, PageWindow } from '../store/index.js';
 import type { ProcTask, RestoreContext } from './context.js';
-import { isLazyVma } from './memory.js';
+import { isLazyShmemVma, isLazyVma } from './memory.js';
 import { PAGE, SYS, UFFD_FLAGS } from './sys.js';
 
 /** The uffd features lazy restore needs: a forked child, mremap, madvise and munmap must keep the state exact. */
@@ -189,6 +189,13 @@ export interface LazyStats {
   completeMs: number;
 }
 
+/** A shared object of this restore: its page data (shared by every restore of the image) and its lazy state in
+ *  the page service (this restore's object only). */
+interface SharedServed {
+  entry: SourceEntry;
+  object: number;
+}
+
 interface Served {
   pid: number;
   entry: SourceEntry;
@@ -201,6 +208,10 @@ interface Served {
 export class LazySession {
   private readonly served = new Map<number, Served>();
   private readonly entries = new Set<SourceEntry>();
+  /** By shmem id. */
+  private readonly shared = new Map<string, SharedServed>();
+  /** Every source this restore feeds, by PageSource id (`need` events name the source). */
+  private readonly bySource = new Map<number, SourceEntry>();
   private readonly errors: string[] = [];
   private readonly listeners: Array<() => void> = [];
   private cachedBytes = 0;
@@ -222,12 +233,16 @@ export class LazySession {
   ) {
     this.completion = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     this.completion.catch(() => undefined);
-    this.listen('need', (e) => this.onNeed(e.task, e.origin));
+    this.listen('need', (e) => this.onNeed(e.task, e.origin, e.source));
     this.listen('complete', (e) => this.finish(e.task));
     this.listen('exit', (e) => this.finish(e.task));
     this.listen('fork', (e) => this.onFork(e.task, e.child));
     this.listen('taskError', (e) => {
-      if (this.served.has(e.task)) this.errors.push(`task of process ${this.served.get(e.task)!.pid}: ${e.message}`);
+      if (!this.served.has(e.task)) return;
+      const what = `task of process ${this.served.get(e.task)!.pid || '(forked after restore)'}: ${e.message}`;
+      this.errors.push(what);
+      // The service can no longer vouch for this task's memory: it must not run on.
+      if (e.fatal) this.fail(new LazyRestoreError('RESTORE_FAILED', `lazy memory is no longer certain: ${what}`));
     });
   }
 
@@ -239,7 +254,8 @@ export class LazySession {
   /** Creates, negotiates and registers the uffd of `task`, and hands it to the page service. */
   async register(ctx: RestoreContext, task: ProcTask): Promise<void> {
     const vmas = task.image.record!.vmas.filter(isLazyVma);
-    if (vmas.length === 0) return;
+    const shmemVmas = task.image.record!.vmas.filter((v) => isLazyShmemVma(v, ctx.lazyShmem));
+    if (vmas.length === 0 && shmemVmas.length === 0) return;
     const b = ctx.batch(task);
     b.call('userfaultfd', SYS.userfaultfd, [UFFD_FLAGS]);
     const [inTask] = await b.run();
@@ -258,9 +274,12 @@ export class LazySession {
     const entry = sourceCache.get(this.imageId, mmIdOf(task.pid));
     let id: number;
     try {
-      native.uffdApi(uffd, LAZY_FEATURES);
-      for (const v of vmas) native.uffdRegister(uffd, v.start, v.end - v.start, UFFDIO_REGISTER_MODE_MISSING);
-      id = this.service.addTask(uffd, entry.source);
+      // MISSING_SHMEM only when needed: a kernel without it still restores private memory lazily.
+      const features = LAZY_FEATURES | (shmemVmas.length > 0 ? UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM : 0);
+      native.uffdApi(uffd, features);
+      for (const v of [...vmas, ...shmemVmas])
+        native.uffdRegister(uffd, v.start, v.end - v.start, UFFDIO_REGISTER_MODE_MISSING);
+      id = this.service.addTask(uffd, entry.source, task.pid);
     } catch (e) {
       native.closeFd(uffd);
       throw e;
@@ -271,12 +290,43 @@ export class LazySession {
       this.service.addLazyRange(id, v.start, v.end - v.start, v.start);
       pages += (v.end - v.start) / PAGE;
     }
+    for (const v of shmemVmas) {
+      const obj = this.sharedObject(ctx, v.shmem!);
+      this.service.addLazyRange(id, v.start, v.end - v.start, v.offset, obj.object);
+      pages += (v.end - v.start) / PAGE;
+    }
     this.service.setBackground(id, true, this.chunkBytes);
     task.serviceTask = id;
     entry.users++;
+    this.addEntry(entry);
+    this.served.set(id, { pid: task.pid, entry, lazyPages: pages, faults: 0, done: false });
+  }
+
+  private addEntry(entry: SourceEntry): void {
     if (!this.entries.has(entry)) this.cachedBytes += entry.source.bytes;
     this.entries.add(entry);
-    this.served.set(id, { pid: task.pid, entry, lazyPages: pages, faults: 0, done: false });
+    this.bySource.set(entry.source.id, entry);
+  }
+
+  /** The service's object for shared object `id`, made on first use: its data is fetched once for every task
+   *  that maps it, and each page is filled once, through whichever task needs it first. */
+  private sharedObject(ctx: RestoreContext, id: string): SharedServed {
+    let s = this.shared.get(id);
+    if (!s) {
+      const entry = sourceCache.get(this.imageId, shmemMmId(id));
+      const size = Math.ceil(ctx.img.shmem.get(id)!.size / PAGE) * PAGE;
+      s = { entry, object: this.service.addSharedObject(entry.source, size) };
+      // One user for the whole restore: the object's data is needed until every task is complete.
+      entry.users++;
+      this.addEntry(entry);
+      this.shared.set(id, s);
+    }
+    return s;
+  }
+
+  private releaseShared(): void {
+    for (const s of this.shared.values()) s.entry.users--;
+    this.shared.clear();
   }
 
   /** Called once the tree runs: feeds every address space, and completes when every task has. */
@@ -298,10 +348,11 @@ export class LazySession {
     }
   }
 
-  private onNeed(task: number, origin: number): void {
+  private onNeed(task: number, origin: number, source: number): void {
     const s = this.served.get(task);
     if (!s) return;
-    s.entry.need(this.store, origin).catch((e: unknown) => this.fail(e));
+    const entry = this.bySource.get(source) ?? s.entry;
+    entry.need(this.store, origin).catch((e: unknown) => this.fail(e));
   }
 
   private onFork(parent: number, child: number): void {
@@ -336,6 +387,7 @@ export class LazySession {
   private complete(): void {
     if (this.failed) return;
     this.stopListening();
+    this.releaseShared();
     const tasks = [...this.served.values()];
     const faultPages = tasks.reduce((n, s) => n + s.faults, 0);
     const lazyPages = tasks.reduce((n, s) => n + s.lazyPages, 0);
@@ -368,6 +420,7 @@ export class LazySession {
   /** Stops serving every task of this restore (failure path: the tasks are being killed). */
   releaseAll(): void {
     this.stopListening();
+    this.releaseShared();
     for (const [id, s] of this.served) {
       if (!s.done && !this.service.closed) {
         try {

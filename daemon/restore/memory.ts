@@ -7,7 +7,8 @@
  * move them to where the dump had them; then map every VMA of the image at its address with its protection and
  * flags, and write the pages that must be present before the task runs (all of them for an eager restore).
  */
-import { openSync, writeSync } from 'node:fs';
+import { ftruncateSync, openSync, writeSync } from 'node:fs';
+import { native, UFFD_FEATURES } from '../../native/index.js';
 import { readMaps, type Vma } from '../proc/index.js';
 import { LazyRestoreError } from '../errors.js';
 import { mmIdOf, shmemMmId, type MmRecord, type ThreadRecord, type VmaRecord } from '../dump/image.js';
@@ -76,6 +77,49 @@ export function checkVmas(img: RestoreImage): void {
       }
     }
   }
+}
+
+/** Whether a VMA can be registered with the uffd and left to fault: not locked (mlock populates it at once),
+ *  not droppable, not PROT_NONE (as for private memory: nothing may touch it, and mprotect would need care). */
+function registrable(v: VmaRecord): boolean {
+  return v.prot !== 0 && !v.vmFlags.includes('lo') && !v.vmFlags.includes('lf') && !v.vmFlags.includes('dp');
+}
+
+/**
+ * Which shared objects a lazy restore leaves lazy: all of them when the kernel offers UFFD_FEATURE_MISSING_SHMEM,
+ * except an object some process maps in a way that cannot be registered. Every mapping of a lazy object must be
+ * registered: a task that touched an absent page through an unregistered mapping would put a zero page into the
+ * object, for every task, in place of its data. The summary notes each object restored eagerly and why.
+ */
+export function planLazyShmem(img: RestoreImage, eager: boolean, offered: number, notes: string[]): Set<string> {
+  const lazy = new Set<string>();
+  if (eager || img.shmem.size === 0) return lazy;
+  if ((offered & UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM) === 0) {
+    const mib = [...img.shmem.values()].reduce((n, s) => n + s.size, 0) / 2 ** 20;
+    notes.push(
+      `shared memory (${img.shmem.size} object(s), ${mib.toFixed(1)} MiB) restored eagerly: this kernel's ` +
+        'userfaultfd lacks UFFD_FEATURE_MISSING_SHMEM',
+    );
+    return lazy;
+  }
+  for (const id of img.shmem.keys()) {
+    const bad = img.processes.flatMap((p) =>
+      (p.record?.vmas ?? []).filter((v) => v.shmem === id && !registrable(v)).map((v) => ({ pid: p.entry.pid, v })),
+    );
+    if (bad.length === 0) lazy.add(id);
+    else {
+      notes.push(
+        `shared object ${id} restored eagerly: process ${bad[0]!.pid} maps it at ${hexRange(bad[0]!.v)} ` +
+          'locked, droppable or PROT_NONE, which cannot be left lazy',
+      );
+    }
+  }
+  return lazy;
+}
+
+/** Whether a shared-object VMA is restored lazily (its object is in `lazyShmem`). */
+export function isLazyShmemVma(v: VmaRecord, lazyShmem: Set<string>): boolean {
+  return v.content === 'shmem' && v.shmem !== undefined && lazyShmem.has(v.shmem);
 }
 
 /** Lowest page-aligned address >= SEARCH_FROM where `size` bytes overlap none of `used`. */
@@ -181,19 +225,45 @@ export async function clearHelper(ctx: RestoreContext, task: ProcTask, helper: V
   await b.run();
 }
 
-/** Creates the shared anonymous objects this process is the first to map, and writes their contents. */
+/** MFD_ALLOW_SEALING (memfd_create(2)). */
+const MFD_ALLOW_SEALING = 2;
+
+/**
+ * Creates the shared objects this process is the first to map, and writes the contents of those restored eagerly
+ * (a lazy one stays empty: its pages arrive through the uffds of the tasks that map it). A memfd is made by the
+ * restoring process with its name and sealing mode (its owner does not matter); shared anonymous memory in the
+ * task, so that it is a `/dev/zero (deleted)` shmem object like the original.
+ */
 export async function createShmem(ctx: RestoreContext, task: ProcTask, files: NodeFiles): Promise<void> {
   const ids = [...new Set(task.image.record!.vmas.flatMap((v) => (v.content === 'shmem' && v.shmem ? [v.shmem] : [])))];
   for (const id of ids) {
     if (files.shmemFd(id) !== undefined) continue;
-    const size = ctx.img.shmem.get(id)!.size;
-    const b = ctx.batch(task);
-    b.call(`mmap(shared object ${id})`, SYS.mmap, [0, size, PROT.READ | PROT.WRITE, MAP.SHARED | MAP.ANONYMOUS, -1, 0]);
-    const at = Number((await b.run())[0]);
-    // The object's file, as /dev/zero (deleted) like any shared anonymous mapping; it outlives the mapping.
-    files.setShmemFd(id, openSync(`/proc/${task.pid}/map_files/${at.toString(16)}-${(at + size).toString(16)}`, 'r+'));
-    b.call(`munmap(shared object ${id})`, SYS.munmap, [at, size]);
-    await b.run();
+    const rec = ctx.img.shmem.get(id)!;
+    const size = rec.size;
+    if (rec.kind === 'memfd') {
+      const fd = native.memfdCreate(rec.name ?? '', rec.seals === 0 ? MFD_ALLOW_SEALING : 0);
+      files.setShmemFd(id, fd);
+      ftruncateSync(fd, size);
+    } else {
+      const b = ctx.batch(task);
+      b.call(`mmap(shared object ${id})`, SYS.mmap, [
+        0,
+        size,
+        PROT.READ | PROT.WRITE,
+        MAP.SHARED | MAP.ANONYMOUS,
+        -1,
+        0,
+      ]);
+      const at = Number((await b.run())[0]);
+      // The object's file, as /dev/zero (deleted) like any shared anonymous mapping; it outlives the mapping.
+      files.setShmemFd(
+        id,
+        openSync(`/proc/${task.pid}/map_files/${at.toString(16)}-${(at + size).toString(16)}`, 'r+'),
+      );
+      b.call(`munmap(shared object ${id})`, SYS.munmap, [at, size]);
+      await b.run();
+    }
+    if (ctx.lazyShmem.has(id)) continue;
     const fd = files.shmemFd(id)!;
     for await (const w of ctx.store.pages(ctx.img.id, shmemMmId(id))) {
       forEachDataRun(w, (addr, data) => {

@@ -23,7 +23,16 @@ import { NodeFiles } from './files.js';
 import { checkCompatible, checkIdsFree, loadImageOrThrow } from './image.js';
 import { closeMem, tracerHandleOf } from './inject.js';
 import { checkLazySupported, LazySession, type LazyStats } from './lazy.js';
-import { checkVmas, clearHelper, createShmem, enterRegion, finishVmas, mapVmas, writeContents } from './memory.js';
+import {
+  checkVmas,
+  clearHelper,
+  createShmem,
+  enterRegion,
+  finishVmas,
+  mapVmas,
+  planLazyShmem,
+  writeContents,
+} from './memory.js';
 import { checkProcesses, fdsAbove, openRestorerPidfd, restoreProcessState } from './process.js';
 import { restoreCreds } from './creds.js';
 import { createThreads, finishProcess, queuePending, restoreThreadState } from './threads.js';
@@ -217,6 +226,7 @@ export async function restoreImage(
   phases.mark('files');
   const tracer = Tracer.open();
   const ctx = new RestoreContext(store, img, tracer, { eager });
+  ctx.lazyShmem = planLazyShmem(img, eager, eager ? 0 : native.uffdProbe().features, ctx.notes);
   let lazy: LazySession | null = null;
   let eagerBytes = 0;
   let fatal: (e: unknown) => void = () => undefined;

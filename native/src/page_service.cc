@@ -130,6 +130,7 @@ Napi::Object ToJs(Napi::Env env, const ServiceEvent& e) {
     case EventType::kNeed:
       o.Set("address", num(e.a));
       o.Set("origin", num(e.b));
+      o.Set("source", num(e.c));
       o.Set("write", Napi::Boolean::New(env, e.write));
       break;
     case EventType::kFork:
@@ -154,6 +155,7 @@ Napi::Object ToJs(Napi::Env env, const ServiceEvent& e) {
       o.Set("code", code);
       o.Set("errno", Napi::Number::New(env, -e.err));
       o.Set("syscall", e.syscall);
+      o.Set("fatal", Napi::Boolean::New(env, e.fatal));
       o.Set("message", code + ": " + strerror(e.err) + ", " + e.syscall + " " + e.message);
       break;
     }
@@ -276,10 +278,21 @@ Napi::Value PageServiceAddTask(const Napi::CallbackInfo& info) {
   uint64_t fd = ToU64(info[1], "uffd");
   if (fd > INT32_MAX) throw Napi::RangeError::New(info.Env(), "uffd out of range");
   std::shared_ptr<PageSource> source = UnwrapSource(info[2]);
+  uint64_t pid = info[3].IsUndefined() ? 0 : ToU64(info[3], "pid");
+  if (pid > INT32_MAX) throw Napi::RangeError::New(info.Env(), "pid out of range");
   PrepareUffd(info.Env(), static_cast<int>(fd));
   b.adds_issued++;
   b.Ref();
-  return Napi::Number::New(info.Env(), b.service->AddTask(static_cast<int>(fd), std::move(source)));
+  return Napi::Number::New(info.Env(), b.service->AddTask(static_cast<int>(fd), std::move(source),
+                                                          static_cast<int>(pid)));
+}
+
+Napi::Value PageServiceAddSharedObject(const Napi::CallbackInfo& info) {
+  ServiceBinding& b = OpenService(info[0]);
+  std::shared_ptr<PageSource> source = UnwrapSource(info[1]);
+  uint64_t size = ToPageAligned(info[2], "size");
+  if (size == 0) throw Napi::RangeError::New(info.Env(), "size must not be 0");
+  return Napi::Number::New(info.Env(), b.service->AddSharedObject(std::move(source), size));
 }
 
 Napi::Value PageServiceAddLazyRange(const Napi::CallbackInfo& info) {
@@ -289,7 +302,10 @@ Napi::Value PageServiceAddLazyRange(const Napi::CallbackInfo& info) {
   uint64_t len = ToPageAligned(info[3], "len");
   uint64_t origin = ToPageAligned(info[4], "origin");
   if (len == 0) throw Napi::RangeError::New(info.Env(), "len must not be 0");
-  b.service->AddLazyRange(task, start, len, origin);
+  uint64_t object = info[5].IsUndefined() ? 0 : ToU64(info[5], "object");
+  if (object != 0 && (object > UINT32_MAX || !b.service->IssuedObject(static_cast<uint32_t>(object))))
+    throw Napi::RangeError::New(info.Env(), "unknown shared object " + std::to_string(object));
+  b.service->AddLazyRange(task, start, len, origin, static_cast<uint32_t>(object));
   return info.Env().Undefined();
 }
 
@@ -385,6 +401,10 @@ Napi::Value PageSourceBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(UnwrapSource(info[0])->Bytes()));
 }
 
+Napi::Value PageSourceId(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), UnwrapSource(info[0])->id());
+}
+
 }  // namespace
 
 void InitPageService(Napi::Env env, Napi::Object exports) {
@@ -407,6 +427,9 @@ void InitPageService(Napi::Env env, Napi::Object exports) {
   exports.Set("pageSourceMarkZero",
               Napi::Function::New(env, PageSourceMarkZero, "pageSourceMarkZero"));
   exports.Set("pageSourceBytes", Napi::Function::New(env, PageSourceBytes, "pageSourceBytes"));
+  exports.Set("pageSourceId", Napi::Function::New(env, PageSourceId, "pageSourceId"));
+  exports.Set("pageServiceAddSharedObject",
+              Napi::Function::New(env, PageServiceAddSharedObject, "pageServiceAddSharedObject"));
 }
 
 }  // namespace lazyrestore

@@ -72,8 +72,9 @@ struct ServiceEvent {
   uint32_t child = 0;  // kFork
   uint64_t a = 0;      // need: address; remap: from; remove/unmap: start
   uint64_t b = 0;      // need: origin;  remap: to;   remove/unmap: end
-  uint64_t c = 0;      // remap: len
+  uint64_t c = 0;      // remap: len; need: id of the source that lacks the page
   bool write = false;  // need
+  bool fatal = false;  // error: the task's memory can no longer be guaranteed
   // complete, exit: the task's final counters.
   bool has_stats = false;
   TaskStats stats;
@@ -106,9 +107,18 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
 
   void Start();
   // JS thread. `fd` must already be a non-blocking uffd; the service owns it.
-  uint32_t AddTask(int fd, std::shared_ptr<PageSource> source);
+  // `pid`: the process whose mm the uffd serves (0 when unknown), read in
+  // /proc to tell MADV_DONTNEED from MADV_REMOVE on shared ranges.
+  uint32_t AddTask(int fd, std::shared_ptr<PageSource> source, int pid);
   bool IssuedTask(uint32_t id) const { return id > 0 && id < next_id_.load(); }
-  void AddLazyRange(uint32_t task, uint64_t start, uint64_t len, uint64_t origin);
+  // JS thread: a shared object of `size` bytes whose data `source` holds by
+  // object offset; every page starts lazy. Returns its id.
+  uint32_t AddSharedObject(std::shared_ptr<PageSource> source, uint64_t size);
+  bool IssuedObject(uint32_t id) const { return id > 0 && id < next_object_.load(); }
+  // `object` 0: a private range with data at origin; else a mapping of that
+  // shared object from offset `origin`.
+  void AddLazyRange(uint32_t task, uint64_t start, uint64_t len, uint64_t origin,
+                    uint32_t object = 0);
   void ReleaseTask(uint32_t task);
   void SetBackground(uint32_t task, bool enabled, uint64_t chunk_bytes);
   std::vector<TaskStats> Stats() const;
@@ -140,10 +150,18 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
     uint64_t page;
     bool write;
   };
+  // A thread of the task found blocked in madvise(2) while an event was
+  // pending (see ScanMadvise).
+  struct Madvise {
+    uint64_t start, end;
+    int advice;
+  };
   struct Task {
     uint32_t id = 0;
     uint32_t parent = 0;
     int fd = -1;
+    int pid = 0;                    // 0: unknown (a child forked after restore)
+    std::vector<Madvise> madvises;  // from the last scan, until the next read
     std::shared_ptr<PageSource> source;
     LazyMap lazy;
     bool ranges_added = false;  // completion waits for the first range
@@ -163,7 +181,7 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
     bool need_sent;
   };
   struct Command {
-    enum Kind { kAddTask, kAddRange, kRelease, kBackground, kSourceChanged };
+    enum Kind { kAddTask, kAddObject, kAddRange, kRelease, kBackground, kSourceChanged };
     explicit Command(Kind k) : kind(k) {}
     Kind kind;
     uint32_t task = 0;
@@ -171,6 +189,8 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
     std::shared_ptr<PageSource> source;
     const PageSource* changed = nullptr;
     uint64_t a = 0, b = 0, c = 0;
+    uint32_t object = 0;
+    int pid = 0;
     bool flag = false;
   };
   void Post(Command&& cmd);
@@ -184,10 +204,12 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   void Touch(Task* t);
 
   void ServeUffd(Task* t);
+  void ScanMadvise(Task* t);
+  void OnRemove(Task* t, uint64_t a, uint64_t b);
   void Dispatch(Task* t, const uffd_msg& msg);
   void OnFault(Task* t, uint64_t page, bool write, bool need_sent);
   void Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_page, bool copied);
-  void Park(Task* t, uint64_t page, uint64_t origin, bool write, bool need_sent);
+  void Park(Task* t, uint64_t page, uint64_t origin, bool write, bool need_sent, uint32_t source);
   void OnFork(Task* t, int ufd);
   void RequeueParked(Task* t, uint64_t a, uint64_t b);
   void RetryParked(const PageSource* source);
@@ -203,7 +225,7 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   IoResult Copy(Task* t, uint64_t dst, const uint8_t* src, uint64_t len);
   IoResult Zero(Task* t, uint64_t dst, uint64_t len, bool dontwake = false);
   void Wake(Task* t, uint64_t page, uint64_t len);
-  void Fail(Task* t, int err, const char* syscall, const std::string& what);
+  void Fail(Task* t, int err, const char* syscall, const std::string& what, bool fatal = false);
 
   static TaskStats StatsOf(const Task& t);
   // Fault latency: from the read of a fault message (read_ns_) to the return
@@ -220,6 +242,12 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   int evfd_ = -1;
   std::thread thread_;
   std::atomic<uint32_t> next_id_{1};
+  std::atomic<uint32_t> next_object_{1};
+  // Service thread: shared objects by id, and whether a page of one was
+  // filled or punched since the last FinishTasks (every task mapping it may
+  // then be complete).
+  std::unordered_map<uint32_t, std::shared_ptr<SharedObject>> objects_;
+  bool shared_changed_ = false;
 
   std::mutex cmd_mu_;  // guards cmds_, stop_, close_uffds_
   std::vector<Command> cmds_;

@@ -1,0 +1,127 @@
+/**
+ * Lazy restore of shared memory: a parent and two children share a 64 MiB MAP_SHARED|MAP_ANONYMOUS mapping and a
+ * memfd. After a lazy restore (UFFD_FEATURE_MISSING_SHMEM) the objects are created once, mapped by all three and
+ * filled page by page through whichever task faults first; the processes then exchange writes through them and
+ * verify every page. With events: a hole punched by MADV_REMOVE reads zero in all of them, MADV_DONTNEED and a
+ * munmap in one process keep the data for the others. The same image restores eagerly too.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ImageStore } from '../daemon/store/index.js';
+import { dump } from '../daemon/dump/index.js';
+import { readMaps } from '../daemon/proc/index.js';
+import { restoreImage } from '../daemon/restore/index.js';
+import { native, UFFD_FEATURES } from '../native/index.js';
+import { keepAlive, killAll, leftOver, tempDir, Workload } from './support/restore.js';
+
+const MIB = 64;
+const tmp = tempDir('restore-shmem');
+const hasShmem = (native.uffdProbe().features & UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM) !== 0;
+let store: ImageStore;
+
+before(async () => {
+  store = await ImageStore.open(join(tmp.path, 'store'));
+});
+after(async () => {
+  await store?.close();
+  tmp.remove();
+});
+
+interface Dumped {
+  w: Workload;
+  pids: number[];
+  size: number;
+  go: string;
+}
+
+async function dumpShmem(name: string, events: boolean): Promise<Dumped> {
+  const go = join(tmp.path, `go-${name}`);
+  const w = new Workload(join(tmp.path, `${name}.txt`), 'restore_shmem', [
+    String(MIB),
+    go,
+    ...(events ? ['events'] : []),
+  ]);
+  await w.started();
+  const m = await w.waitOutput(/^READY (\d+) (\d+) (\d+)$/m);
+  const pids = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const d = await dump(store, pids[0]!, { name });
+  assert.equal(d.processes, 3);
+  await w.reaped();
+  assert.deepEqual(await leftOver(pids), []);
+  return { w, pids, size: w.output().length, go };
+}
+
+/** Every process printed VERIFY OK, the parent ALL OK, and the root exited 0. */
+function assertVerified(text: string): void {
+  for (const role of ['parent', 'child1', 'child2']) assert.match(text, new RegExp(`^VERIFY OK ${role}$`, 'm'), text);
+  assert.match(text, /^ALL OK$/m, text);
+  assert.doesNotMatch(text, /FAIL/);
+}
+
+/** The shared objects one process maps, by inode: the same inode in every process means one object. */
+function sharedInodes(pid: number): string[] {
+  return readMaps(pid)
+    .filter((v) => v.kind === 'shmem' || v.kind === 'memfd')
+    .map((v) => `${v.kind}:${v.path}:${v.inode}`)
+    .sort();
+}
+
+test('a tree sharing 64 MiB of shared anonymous memory and a memfd is restored lazily and exchanges writes', async (t) => {
+  if (!hasShmem) return t.skip('this kernel offers no UFFD_FEATURE_MISSING_SHMEM');
+  const { w, pids, go } = await dumpShmem('shm', false);
+  const img = await store.loadImage('shm');
+  const objects = [...img.meta.keys()].filter((k) => k.startsWith('shmem/'));
+  assert.equal(objects.length, 2, 'one record per shared object, not per process');
+  assert.ok(
+    objects.some((k) => (img.meta.get(k) as { kind?: string }).kind === 'memfd'),
+    'the memfd is recorded as one',
+  );
+  try {
+    const t0 = performance.now();
+    const tree = await restoreImage(store, 'shm');
+    const running = performance.now() - t0;
+    assert.equal(tree.lazy, true);
+    assert.ok(tree.eagerBytes < 1 << 20, `only a few pages written before running, got ${tree.eagerBytes}`);
+    assert.deepEqual(
+      tree.notes.filter((n) => /shared/.test(n)),
+      [],
+    );
+    // One object each, mapped by all three: same inodes, and the memfd keeps its name.
+    const inodes = sharedInodes(pids[0]!);
+    assert.equal(inodes.length, 2);
+    assert.ok(inodes.some((i) => i.startsWith('memfd:/memfd:lr-shmem:')), inodes.join(' '));
+    for (const p of pids.slice(1)) assert.deepEqual(sharedInodes(p), inodes);
+    writeFileSync(go, '');
+    const done = await keepAlive(tree.complete);
+    const exit = await keepAlive(tree.exited);
+    t.diagnostic(
+      `64 MiB shared + 8 MiB memfd, 3 processes, lazy: running after ${running.toFixed(1)} ms, complete after ` +
+        `${done.completeMs.toFixed(1)} ms; pages by fault ${done.faultPages}, in background ${done.backgroundPages}`,
+    );
+    assert.deepEqual(exit, { pid: pids[0], kind: 'exited', status: 0 }, w.output());
+    assertVerified(w.output());
+    assert.deepEqual(done.errors, []);
+  } finally {
+    w.kill();
+    killAll(pids);
+  }
+});
+
+test('MADV_REMOVE, MADV_DONTNEED and munmap on lazy shared memory keep every process exact', async (t) => {
+  if (!hasShmem) return t.skip('this kernel offers no UFFD_FEATURE_MISSING_SHMEM');
+  const { w, pids, go } = await dumpShmem('shm-events', true);
+  try {
+    writeFileSync(go, '');
+    const tree = await restoreImage(store, 'shm-events');
+    const done = await keepAlive(tree.complete);
+    const exit = await keepAlive(tree.exited);
+    assert.deepEqual(exit, { pid: pids[0], kind: 'exited', status: 0 }, w.output());
+    assertVerified(w.output());
+    assert.deepEqual(done.errors, []);
+  } finally {
+    w.kill();
+    killAll(pids);
+  }
+});
