@@ -230,6 +230,7 @@ export class LazySession {
     private readonly t0: number,
     private readonly onFatal: (e: unknown) => void,
     private readonly chunkBytes = 1 << 20,
+    private readonly background = true,
   ) {
     this.completion = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     this.completion.catch(() => undefined);
@@ -295,7 +296,7 @@ export class LazySession {
       this.service.addLazyRange(id, v.start, v.end - v.start, v.offset, obj.object);
       pages += (v.end - v.start) / PAGE;
     }
-    this.service.setBackground(id, true, this.chunkBytes);
+    if (this.background) this.service.setBackground(id, true, this.chunkBytes);
     task.serviceTask = id;
     entry.users++;
     this.addEntry(entry);

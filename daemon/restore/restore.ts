@@ -47,6 +47,9 @@ export interface RestoreOptions {
   pageService?: PageService;
   /** Background copy chunk (default 1 MiB). */
   backgroundChunkBytes?: number;
+  /** Copy lazy pages in the background (default true). Without, pages arrive only when a task faults on them,
+   *  and a task is complete only once it has touched all of them or exited (tests that need pages to stay lazy). */
+  background?: boolean;
 }
 
 export interface RestoredProcess {
@@ -244,6 +247,7 @@ export async function restoreImage(
         t0,
         (e) => fatal(e),
         options.backgroundChunkBytes,
+        options.background ?? true,
       );
     }
     for (const task of ctx.tasks.values()) {
