@@ -603,7 +603,7 @@ test(
   },
 );
 
-test('a memfd mapping is refused as UNSUPPORTED_MAPPING, naming the mapping', { skip }, async () => {
+test('a sealed memfd mapping is refused as UNSUPPORTED_MAPPING, naming the mapping and its seals', { skip }, async () => {
   const s = await start('dump_counter', ['memfd']);
   try {
     await withStore(async (store) => {
@@ -613,7 +613,7 @@ test('a memfd mapping is refused as UNSUPPORTED_MAPPING, naming the mapping', { 
         store,
         s.pid,
         'UNSUPPORTED_MAPPING',
-        new RegExp(`process ${s.pid}: mapping 0x${at}-0x[0-9a-f]+ maps a memfd`),
+        new RegExp(`process ${s.pid}: mapping 0x${at}-0x[0-9a-f]+ maps /memfd:dump-counter, a memfd with seals 0x6,`),
       );
       await assertUnharmed(s, before);
     });

@@ -7,12 +7,14 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ImageStore } from '../daemon/store/index.js';
 import { dump } from '../daemon/dump/index.js';
 import { readMaps } from '../daemon/proc/index.js';
-import { restoreImage } from '../daemon/restore/index.js';
+import { LAZY_FEATURES, restoreImage } from '../daemon/restore/index.js';
+import { loadImageOrThrow } from '../daemon/restore/image.js';
+import { planLazyShmem } from '../daemon/restore/memory.js';
 import { native, UFFD_FEATURES } from '../native/index.js';
 import { keepAlive, killAll, leftOver, tempDir, Workload } from './support/restore.js';
 
@@ -20,6 +22,8 @@ const MIB = 64;
 const tmp = tempDir('restore-shmem');
 const hasShmem = (native.uffdProbe().features & UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM) !== 0;
 let store: ImageStore;
+/** The tree of the first test, restored again by the eager test. */
+let first: Dumped | null = null;
 
 before(async () => {
   store = await ImageStore.open(join(tmp.path, 'store'));
@@ -70,7 +74,8 @@ function sharedInodes(pid: number): string[] {
 
 test('a tree sharing 64 MiB of shared anonymous memory and a memfd is restored lazily and exchanges writes', async (t) => {
   if (!hasShmem) return t.skip('this kernel offers no UFFD_FEATURE_MISSING_SHMEM');
-  const { w, pids, go } = await dumpShmem('shm', false);
+  first = await dumpShmem('shm', false);
+  const { w, pids, go } = first;
   const img = await store.loadImage('shm');
   const objects = [...img.meta.keys()].filter((k) => k.startsWith('shmem/'));
   assert.equal(objects.length, 2, 'one record per shared object, not per process');
@@ -126,4 +131,43 @@ test('MADV_REMOVE, MADV_DONTNEED and munmap on lazy shared memory keep every pro
     w.kill();
     killAll(pids);
   }
+});
+
+test('the same image restores eagerly: the objects are filled before the tree runs', async (t) => {
+  if (!first) return t.skip('needs the image of the first test');
+  const { w, pids, size } = first;
+  truncateSync(w.out, size); // as at the dump (restore refuses a file whose size changed); the go file exists
+  try {
+    const t0 = performance.now();
+    const tree = await restoreImage(store, 'shm', { eager: true });
+    t.diagnostic(`64 MiB shared + 8 MiB memfd, 3 processes, eager: running after ${(performance.now() - t0).toFixed(1)} ms`);
+    assert.equal(tree.lazy, false);
+    assert.ok(tree.eagerBytes >= (MIB - 1) << 20, `eager restore wrote ${tree.eagerBytes} bytes`);
+    const exit = await keepAlive(tree.exited);
+    assert.deepEqual(exit, { pid: pids[0], kind: 'exited', status: 0 }, w.output());
+    assertVerified(w.output());
+  } finally {
+    killAll(pids);
+  }
+});
+
+test('without UFFD_FEATURE_MISSING_SHMEM, or mapped where it cannot be registered, an object is eager and noted', async (t) => {
+  if (!first) return t.skip('needs the image of the first test');
+  const img = await loadImageOrThrow(store, 'shm');
+  const notes: string[] = [];
+  assert.equal(planLazyShmem(img, false, LAZY_FEATURES, notes).size, 0);
+  assert.equal(notes.length, 1);
+  assert.match(notes[0]!, /^shared memory \(2 object\(s\), 72\.0 MiB\) restored eagerly: .*lacks UFFD_FEATURE_MISSING_SHMEM$/);
+  const all = LAZY_FEATURES | UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM;
+  assert.equal(planLazyShmem(img, false, all, []).size, 2);
+  assert.equal(planLazyShmem(img, true, all, []).size, 0, '--eager leaves nothing lazy');
+  // One process mapping an object PROT_NONE: that object cannot be left lazy (an unregistered mapping would put
+  // zero pages into it); the other stays lazy.
+  const [id] = [...img.shmem.keys()];
+  const v = img.processes[1]!.record!.vmas.find((x) => x.shmem === id)!;
+  v.prot = 0;
+  const noted: string[] = [];
+  const lazy = planLazyShmem(img, false, all, noted);
+  assert.deepEqual([...lazy], [...img.shmem.keys()].filter((k) => k !== id));
+  assert.match(noted[0]!, new RegExp(`^shared object ${id} restored eagerly: process ${img.processes[1]!.entry.pid} maps it`));
 });

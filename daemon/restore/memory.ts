@@ -234,7 +234,8 @@ const MFD_ALLOW_SEALING = 2;
  * restoring process with its name and sealing mode (its owner does not matter); shared anonymous memory in the
  * task, so that it is a `/dev/zero (deleted)` shmem object like the original.
  */
-export async function createShmem(ctx: RestoreContext, task: ProcTask, files: NodeFiles): Promise<void> {
+export async function createShmem(ctx: RestoreContext, task: ProcTask, files: NodeFiles): Promise<number> {
+  let bytes = 0;
   const ids = [...new Set(task.image.record!.vmas.flatMap((v) => (v.content === 'shmem' && v.shmem ? [v.shmem] : [])))];
   for (const id of ids) {
     if (files.shmemFd(id) !== undefined) continue;
@@ -268,9 +269,11 @@ export async function createShmem(ctx: RestoreContext, task: ProcTask, files: No
     for await (const w of ctx.store.pages(ctx.img.id, shmemMmId(id))) {
       forEachDataRun(w, (addr, data) => {
         for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done, addr + done);
+        bytes += data.length;
       });
     }
   }
+  return bytes;
 }
 
 /** Calls fn for every run of consecutive pages with data in a window. */

@@ -116,13 +116,13 @@ async function buildProcess(
   const rec = task.image.record!;
   const helper = await enterRegion(ctx, task);
   await clearHelper(ctx, task, helper);
-  await createShmem(ctx, task, files);
+  const shmemBytes = await createShmem(ctx, task, files);
   const b = ctx.batch(task);
   const pidfd = openRestorerPidfd(b, fdsAbove(rec));
   mapVmas(b, task, files, pidfd);
   task.restorerPidfd = Number((await b.run())[pidfd.index]);
   phases.mark('layout');
-  const bytes = await writeContents(ctx, task);
+  const bytes = shmemBytes + (await writeContents(ctx, task));
   const after = ctx.batch(task);
   finishVmas(after, task);
   await after.run();
