@@ -111,8 +111,8 @@ export class PageService extends EventEmitter<PageServiceEvents> {
 
   /** [start, start+len) of `task` needs the data the source holds at origin; with `object`, the range maps
    *  that shared object from offset `origin`. */
-  addLazyRange(task: number, start: number, len: number, origin: number, object = 0): void {
-    native.pageServiceAddLazyRange(this.#open(), task, start, len, origin, object);
+  addLazyRange(task: number, start: number, len: number, origin: number, object = 0, unit = 4096): void {
+    native.pageServiceAddLazyRange(this.#open(), task, start, len, origin, object, unit);
   }
 
   /** Stops serving `task` and closes its uffd. */

@@ -109,7 +109,7 @@ export interface PageSourceHandle {
 export type PageServiceEvent =
   /** A lazy page whose data is not in memory yet: the task waits until
    *  pageSourceProvide() supplies `origin` (reported once per page). */
-  | { type: 'need'; task: number; address: number; origin: number; write: boolean; source: number }
+  | { type: 'need'; task: number; address: number; origin: number; write: boolean; source: number; len: number }
   /** UFFD_EVENT_FORK: `child` is the new task id the service created for the
    *  child's uffd, with a copy of the parent's lazy state. */
   | { type: 'fork'; task: number; child: number }
@@ -214,7 +214,10 @@ export interface NativeAddon {
    *  source holds (or will hold) at origin + (addr - start). Origin pages the
    *  source never receives must be declared with pageSourceMarkZero first.
    *  With `object` (from pageServiceAddSharedObject), the range maps that
-   *  object from offset `origin` and shares its lazy state. */
+   *  object from offset `origin` and shares its lazy state. `unit`: the
+   *  range's kernel page size (default 4096; a huge page size for hugetlb
+   *  memory, which is faulted and copied a whole huge page at a time, and whose
+   *  `need` events then ask for `len` = unit bytes from `origin`). */
   pageServiceAddLazyRange(
     ps: PageServiceHandle,
     task: number,
@@ -222,6 +225,7 @@ export interface NativeAddon {
     len: number,
     origin: number,
     object?: number,
+    unit?: number,
   ): void;
   /** Stop serving `task` and close its uffd. */
   pageServiceReleaseTask(ps: PageServiceHandle, task: number): void;

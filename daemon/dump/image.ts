@@ -97,6 +97,8 @@ export interface VmaRecord {
   vmFlags: string[];
   /** [anon:<name>] set with PR_SET_VMA_ANON_NAME, else absent. */
   anonName?: string;
+  /** Private anonymous hugetlb memory (MAP_HUGETLB): its huge page size in bytes (2 MiB); absent otherwise. */
+  hugePageSize?: number;
 }
 
 export interface FdBase {

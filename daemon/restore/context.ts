@@ -39,6 +39,8 @@ export class RestoreContext {
   readonly notes: string[] = [];
   /** Shared objects left lazy (see planLazyShmem); the others are written before the tree runs. */
   lazyShmem = new Set<string>();
+  /** Hugetlb memory is left lazy (the kernel offers UFFD_FEATURE_MISSING_HUGETLBFS); else written eagerly. */
+  lazyHuge = false;
 
   constructor(
     readonly store: ImageStore,

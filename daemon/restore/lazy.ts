@@ -93,8 +93,17 @@ export class SourceEntry {
     readonly mmId: string,
   ) {}
 
-  /** Brings the window holding `origin` in (once, however many faults ask for it). */
-  need(store: ImageStore, origin: number): Promise<void> {
+  /** Brings the windows of [origin, origin+len) in (each once, however many faults ask for it): one for a page,
+   *  all of a huge page's. */
+  need(store: ImageStore, origin: number, len = PAGE): Promise<void> {
+    if (len <= WINDOW) return this.needWindow(store, origin);
+    const first = origin - (origin % WINDOW);
+    const all: Array<Promise<void>> = [];
+    for (let w = first; w < origin + len; w += WINDOW) all.push(this.needWindow(store, w));
+    return Promise.all(all).then(() => undefined);
+  }
+
+  private needWindow(store: ImageStore, origin: number): Promise<void> {
     const window = origin - (origin % WINDOW);
     let p = this.inflight.get(window);
     if (!p) {
@@ -234,7 +243,7 @@ export class LazySession {
   ) {
     this.completion = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     this.completion.catch(() => undefined);
-    this.listen('need', (e) => this.onNeed(e.task, e.origin, e.source));
+    this.listen('need', (e) => this.onNeed(e.task, e.origin, e.source, e.len));
     this.listen('complete', (e) => this.finish(e.task));
     this.listen('exit', (e) => this.finish(e.task));
     this.listen('fork', (e) => this.onFork(e.task, e.child));
@@ -254,7 +263,8 @@ export class LazySession {
 
   /** Creates, negotiates and registers the uffd of `task`, and hands it to the page service. */
   async register(ctx: RestoreContext, task: ProcTask): Promise<void> {
-    const vmas = task.image.record!.vmas.filter(isLazyVma);
+    const vmas = task.image.record!.vmas.filter((v) => isLazyVma(v, ctx.lazyHuge));
+    const huge = vmas.some((v) => v.hugePageSize !== undefined);
     const shmemVmas = task.image.record!.vmas.filter((v) => isLazyShmemVma(v, ctx.lazyShmem));
     if (vmas.length === 0 && shmemVmas.length === 0) return;
     const b = ctx.batch(task);
@@ -276,7 +286,10 @@ export class LazySession {
     let id: number;
     try {
       // MISSING_SHMEM only when needed: a kernel without it still restores private memory lazily.
-      const features = LAZY_FEATURES | (shmemVmas.length > 0 ? UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM : 0);
+      const features =
+        LAZY_FEATURES |
+        (shmemVmas.length > 0 ? UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM : 0) |
+        (huge ? UFFD_FEATURES.UFFD_FEATURE_MISSING_HUGETLBFS : 0);
       native.uffdApi(uffd, features);
       for (const v of [...vmas, ...shmemVmas])
         native.uffdRegister(uffd, v.start, v.end - v.start, UFFDIO_REGISTER_MODE_MISSING);
@@ -288,7 +301,7 @@ export class LazySession {
     // From here the service owns the uffd.
     let pages = 0;
     for (const v of vmas) {
-      this.service.addLazyRange(id, v.start, v.end - v.start, v.start);
+      this.service.addLazyRange(id, v.start, v.end - v.start, v.start, 0, v.hugePageSize ?? PAGE);
       pages += (v.end - v.start) / PAGE;
     }
     for (const v of shmemVmas) {
@@ -349,11 +362,11 @@ export class LazySession {
     }
   }
 
-  private onNeed(task: number, origin: number, source: number): void {
+  private onNeed(task: number, origin: number, source: number, len: number): void {
     const s = this.served.get(task);
     if (!s) return;
     const entry = this.bySource.get(source) ?? s.entry;
-    entry.need(this.store, origin).catch((e: unknown) => this.fail(e));
+    entry.need(this.store, origin, len).catch((e: unknown) => this.fail(e));
   }
 
   private onFork(parent: number, child: number): void {

@@ -7,7 +7,7 @@
  * move them to where the dump had them; then map every VMA of the image at its address with its protection and
  * flags, and write the pages that must be present before the task runs (all of them for an eager restore).
  */
-import { ftruncateSync, openSync, writeSync } from 'node:fs';
+import { ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { native, UFFD_FEATURES } from '../../native/index.js';
 import { readMaps, type Vma } from '../proc/index.js';
 import { LazyRestoreError } from '../errors.js';
@@ -20,6 +20,7 @@ import type { RestoreImage } from './image.js';
 import {
   MADV,
   MAP,
+  MAP_HUGE_SHIFT,
   MLOCK_ONFAULT,
   MREMAP_FIXED,
   MREMAP_MAYMOVE,
@@ -117,9 +118,67 @@ export function planLazyShmem(img: RestoreImage, eager: boolean, offered: number
   return lazy;
 }
 
+/** Whether hugetlb memory is left lazy: with UFFD_FEATURE_MISSING_HUGETLBFS; else it is written before the tree runs,
+ *  and the summary says so. */
+export function planLazyHuge(img: RestoreImage, eager: boolean, offered: number, notes: string[]): boolean {
+  if (eager) return false;
+  if ((offered & UFFD_FEATURES.UFFD_FEATURE_MISSING_HUGETLBFS) !== 0) return true;
+  const bytes = img.processes.reduce(
+    (n, p) => n + (p.record?.vmas ?? []).reduce((m, v) => m + (v.hugePageSize ? v.end - v.start : 0), 0),
+    0,
+  );
+  if (bytes > 0) {
+    notes.push(
+      `hugetlb memory (${(bytes / 2 ** 20).toFixed(1)} MiB) restored eagerly: this kernel's userfaultfd lacks ` +
+        'UFFD_FEATURE_MISSING_HUGETLBFS',
+    );
+  }
+  return false;
+}
+
 /** Whether a shared-object VMA is restored lazily (its object is in `lazyShmem`). */
 export function isLazyShmemVma(v: VmaRecord, lazyShmem: Set<string>): boolean {
   return v.content === 'shmem' && v.shmem !== undefined && lazyShmem.has(v.shmem);
+}
+
+const HUGEPAGES_DIR = '/sys/kernel/mm/hugepages';
+
+/** Huge pages of `size` bytes this host can still hand out: free minus those reserved by existing mappings. */
+export function availableHugePages(size: number): number {
+  const dir = `${HUGEPAGES_DIR}/hugepages-${size >> 10}kB`;
+  try {
+    const read = (f: string) => Number(readFileSync(`${dir}/${f}`, 'utf8').trim());
+    return read('free_hugepages') - read('resv_hugepages');
+  } catch {
+    return 0; // no such pool: this kernel or machine has no huge pages of that size
+  }
+}
+
+/**
+ * Refuses, before anything is created, an image whose hugetlb memory this host cannot back: a private MAP_HUGETLB
+ * mapping reserves its huge pages when it is made (unless MAP_NORESERVE), so without them the mmap fails half-way
+ * through a restore, or (no reservation) a fault would kill the task with SIGBUS later.
+ */
+export function checkHugePages(img: RestoreImage, available = availableHugePages): void {
+  const need = new Map<number, { pages: number; where: string }>();
+  for (const p of img.processes) {
+    for (const v of p.record?.vmas ?? []) {
+      if (v.hugePageSize === undefined) continue;
+      const n = need.get(v.hugePageSize) ?? { pages: 0, where: `process ${p.entry.pid} at ${hexRange(v)}` };
+      n.pages += (v.end - v.start) / v.hugePageSize;
+      need.set(v.hugePageSize, n);
+    }
+  }
+  for (const [size, n] of need) {
+    const have = available(size);
+    if (have < n.pages) {
+      throw new LazyRestoreError(
+        'HUGE_PAGES_UNAVAILABLE',
+        `the image maps ${n.pages} huge page(s) of ${size >> 10} KiB (first: ${n.where}), this host has ` +
+          `${Math.max(0, have)} free (see /proc/sys/vm/nr_hugepages): nothing was restored`,
+      );
+    }
+  }
 }
 
 /** Lowest page-aligned address >= SEARCH_FROM where `size` bytes overlap none of `used`. */
@@ -136,10 +195,12 @@ export function findGap(used: Array<{ start: number; end: number }>, size: numbe
   return at;
 }
 
-/** Whether an anonymous VMA is restored lazily (registered with the uffd) rather than written before it runs. */
-export function isLazyVma(v: VmaRecord): boolean {
+/** Whether an anonymous VMA is restored lazily (registered with the uffd) rather than written before it runs.
+ *  Hugetlb memory only with `hugeLazy` (the kernel offers UFFD_FEATURE_MISSING_HUGETLBFS). */
+export function isLazyVma(v: VmaRecord, hugeLazy = false): boolean {
   return (
     v.content === 'anon' &&
+    (v.hugePageSize === undefined || hugeLazy) &&
     !v.shared &&
     v.prot !== 0 &&
     !v.vmFlags.includes('lo') &&
@@ -309,6 +370,7 @@ function mapFlags(v: VmaRecord): number {
   if (v.vmFlags.includes('dp')) flags |= MAP.DROPPABLE;
   else flags |= v.shared ? MAP.SHARED : MAP.PRIVATE;
   if (v.content === 'anon') flags |= MAP.ANONYMOUS;
+  if (v.hugePageSize !== undefined) flags |= MAP.HUGETLB | (Math.log2(v.hugePageSize) << MAP_HUGE_SHIFT);
   if (v.growsDown) flags |= MAP.GROWSDOWN;
   if (v.vmFlags.includes('nr')) flags |= MAP.NORESERVE;
   return flags;
@@ -375,15 +437,21 @@ interface WriteRange {
 }
 
 /** The ranges of private memory to write before the task runs: all of it eagerly, else what cannot wait. */
-function writeRanges(task: ProcTask, eager: boolean): WriteRange[] {
+function writeRanges(task: ProcTask, eager: boolean, hugeLazy: boolean): WriteRange[] {
   const rec = task.image.record!;
   const pages = eager ? new Set<number>() : eagerPages(task.image.threads, rec.mm);
   const out: WriteRange[] = [];
   for (const v of rec.vmas) {
     if (v.content === 'file' && !v.shared) out.push({ start: v.start, end: v.end, file: true });
-    else if (v.content === 'anon' && (eager || !isLazyVma(v))) out.push({ start: v.start, end: v.end, file: false });
+    else if (v.content === 'anon' && (eager || !isLazyVma(v, hugeLazy)))
+      out.push({ start: v.start, end: v.end, file: false });
     else if (v.content === 'anon') {
-      for (const p of pages) if (p >= v.start && p < v.end) out.push({ start: p, end: p + PAGE, file: false });
+      // In hugetlb memory, the whole huge page: a write makes it present, and the uffd never faults on it again.
+      const unit = v.hugePageSize ?? PAGE;
+      for (const p of pages) {
+        const at = Math.floor(p / unit) * unit;
+        if (p >= v.start && p < v.end) out.push({ start: at, end: at + unit, file: false });
+      }
     }
   }
   out.sort((a, b) => a.start - b.start);
@@ -466,7 +534,7 @@ async function writeSpan(ctx: RestoreContext, task: ProcTask, span: Span): Promi
 
 /** Writes the dumped private pages of `task` that must be present before it runs; returns the bytes written. */
 export async function writeContents(ctx: RestoreContext, task: ProcTask): Promise<number> {
-  const spans = spansOf(writeRanges(task, ctx.options.eager));
+  const spans = spansOf(writeRanges(task, ctx.options.eager, ctx.lazyHuge));
   let bytes = 0;
   let next = 0;
   const worker = async (): Promise<void> => {

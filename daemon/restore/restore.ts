@@ -30,6 +30,8 @@ import {
   enterRegion,
   finishVmas,
   mapVmas,
+  checkHugePages,
+  planLazyHuge,
   planLazyShmem,
   writeContents,
 } from './memory.js';
@@ -217,6 +219,7 @@ export async function restoreImage(
   checkVmas(img);
   checkProcesses(img);
   checkIdsFree(img);
+  checkHugePages(img);
   if (!eager) checkLazySupported();
   phases.mark('load');
   const files = new NodeFiles();
@@ -229,7 +232,9 @@ export async function restoreImage(
   phases.mark('files');
   const tracer = Tracer.open();
   const ctx = new RestoreContext(store, img, tracer, { eager });
-  ctx.lazyShmem = planLazyShmem(img, eager, eager ? 0 : native.uffdProbe().features, ctx.notes);
+  const offered = eager ? 0 : native.uffdProbe().features;
+  ctx.lazyShmem = planLazyShmem(img, eager, offered, ctx.notes);
+  ctx.lazyHuge = planLazyHuge(img, eager, offered, ctx.notes);
   let lazy: LazySession | null = null;
   let eagerBytes = 0;
   let fatal: (e: unknown) => void = () => undefined;

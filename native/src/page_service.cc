@@ -131,6 +131,7 @@ Napi::Object ToJs(Napi::Env env, const ServiceEvent& e) {
       o.Set("address", num(e.a));
       o.Set("origin", num(e.b));
       o.Set("source", num(e.c));
+      o.Set("len", num(e.len != 0 ? e.len : kPageSize));
       o.Set("write", Napi::Boolean::New(env, e.write));
       break;
     case EventType::kFork:
@@ -303,9 +304,17 @@ Napi::Value PageServiceAddLazyRange(const Napi::CallbackInfo& info) {
   uint64_t origin = ToPageAligned(info[4], "origin");
   if (len == 0) throw Napi::RangeError::New(info.Env(), "len must not be 0");
   uint64_t object = info[5].IsUndefined() ? 0 : ToU64(info[5], "object");
+  uint64_t unit = info[6].IsUndefined() ? kPageSize : ToPageAligned(info[6], "unit");
+  if (unit == 0 || (unit & (unit - 1)) != 0 || start % unit != 0 || len % unit != 0 ||
+      origin % unit != 0)
+    throw Napi::RangeError::New(info.Env(),
+                                "unit must be a power of two that start, len and origin are "
+                                "multiples of");
+  if (unit > kPageSize && object != 0)
+    throw Napi::RangeError::New(info.Env(), "a shared object range cannot have huge pages");
   if (object != 0 && (object > UINT32_MAX || !b.service->IssuedObject(static_cast<uint32_t>(object))))
     throw Napi::RangeError::New(info.Env(), "unknown shared object " + std::to_string(object));
-  b.service->AddLazyRange(task, start, len, origin, static_cast<uint32_t>(object));
+  b.service->AddLazyRange(task, start, len, origin, static_cast<uint32_t>(object), unit);
   return info.Env().Undefined();
 }
 

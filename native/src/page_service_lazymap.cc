@@ -67,6 +67,7 @@ LazyRange LazyRange::Slice(uint64_t i, uint64_t j) const {
   out.end = start + j * kPageSize;
   out.origin = origin + i * kPageSize;
   out.shared = shared;
+  out.unit = unit;
   if (shared) return out;  // the object holds the bits
   const uint64_t n = j - i;
   out.bits.assign((n + 63) / 64, 0);
@@ -127,12 +128,13 @@ bool LazyMap::UsesSource(const PageSource* source) const {
 }
 
 void LazyMap::Add(uint64_t start, uint64_t len, uint64_t origin,
-                  std::shared_ptr<SharedObject> shared) {
+                  std::shared_ptr<SharedObject> shared, uint64_t unit) {
   Extract(start, start + len);
   LazyRange r;
   r.start = start;
   r.end = start + len;
   r.origin = origin;
+  r.unit = unit > kPageSize ? unit : kPageSize;
   if (shared) {
     r.shared = std::move(shared);
     Insert(std::move(r));
@@ -145,10 +147,17 @@ void LazyMap::Add(uint64_t start, uint64_t len, uint64_t origin,
   Insert(std::move(r));
 }
 
+uint64_t LazyMap::UnitAt(uint64_t page) const {
+  auto it = ranges_.upper_bound(page);
+  if (it == ranges_.begin()) return kPageSize;
+  const LazyRange& r = std::prev(it)->second;
+  return page < r.end && r.unit > kPageSize ? r.unit : kPageSize;
+}
+
 void LazyMap::Insert(LazyRange&& r) {
   if (r.shared) {
     shared_ranges_++;
-  } else if (r.lazy == 0) {
+  } else if (r.lazy == 0 && r.unit <= kPageSize) {
     return;
   }
   lazy_ += r.lazy;
@@ -185,7 +194,7 @@ uint64_t LazyMap::Done(uint64_t page, uint64_t n) {
   uint64_t i = (page - r.start) / kPageSize;
   uint64_t cleared = r.ClearBits(i, std::min(r.Pages(), i + n));
   lazy_ -= cleared;
-  if (r.lazy == 0) ranges_.erase(it);
+  if (r.lazy == 0 && r.unit <= kPageSize) ranges_.erase(it);
   return cleared;
 }
 
@@ -254,7 +263,7 @@ uint64_t LazyMap::Remove(uint64_t a, uint64_t b) {
     uint64_t i = (std::max(a, r.start) - r.start) / kPageSize;
     uint64_t j = (std::min(b, r.end) - r.start) / kPageSize;
     cleared += r.ClearBits(i, j);
-    it = r.lazy == 0 ? ranges_.erase(it) : std::next(it);
+    it = r.lazy == 0 && r.unit <= kPageSize ? ranges_.erase(it) : std::next(it);
   }
   lazy_ -= cleared;
   return cleared;

@@ -12,6 +12,13 @@
 // while the page is absent from the page cache, and UFFDIO_COPY through any
 // mapping installs it there for every mapping (userfaultfd(2)), so a page
 // filled through one task is filled for all: one set of bits per object.
+//
+// Bits are always per 4 KiB page. A range of hugetlb memory has a larger
+// `unit` (its huge page size): the kernel faults, copies and removes it only
+// in whole huge pages (ioctl_userfaultfd(2): UFFDIO_COPY on hugetlbfs must be
+// huge-page aligned and sized), so its bits change a unit at a time. Such a
+// range stays in the map when it has no lazy page left, so that a fault after
+// a REMOVE still finds out it must be answered with a whole zero huge page.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +38,7 @@ struct LazyRange {
   uint64_t lazy = 0;    // set bits (private ranges only)
   std::vector<uint64_t> bits;
   std::shared_ptr<SharedObject> shared;  // set for a mapping of a shared object
+  uint64_t unit = 0;                     // bytes per kernel page: 4096, or the huge page size
 
   uint64_t Pages() const;
   bool Test(uint64_t i) const;
@@ -79,7 +87,10 @@ class LazyMap {
   // state overlapped it. With `shared`, the range maps that object from
   // offset `origin` and its lazy state is the object's.
   void Add(uint64_t start, uint64_t len, uint64_t origin,
-           std::shared_ptr<SharedObject> shared = nullptr);
+           std::shared_ptr<SharedObject> shared = nullptr, uint64_t unit = 0);
+  // The kernel page size of the range holding `page`: 4096 unless a hugetlb
+  // range was declared there.
+  uint64_t UnitAt(uint64_t page) const;
   // Whether `page` still needs image data; sets *origin when it does, and
   // *shared to the object of a shared range (null for a private one).
   bool IsLazy(uint64_t page, uint64_t* origin, const SharedObject** shared = nullptr) const;

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <system_error>
 
 namespace lazyrestore {
@@ -127,13 +128,14 @@ uint32_t Service::AddSharedObject(std::shared_ptr<PageSource> source, uint64_t s
 }
 
 void Service::AddLazyRange(uint32_t task, uint64_t start, uint64_t len, uint64_t origin,
-                           uint32_t object) {
+                           uint32_t object, uint64_t unit) {
   Command cmd(Command::kAddRange);
   cmd.task = task;
   cmd.a = start;
   cmd.b = len;
   cmd.c = origin;
   cmd.object = object;
+  cmd.unit = unit;
   Post(std::move(cmd));
 }
 
@@ -305,7 +307,7 @@ void Service::Apply(Command& cmd) {
         }
         object = it->second;
       }
-      t->lazy.Add(cmd.a, cmd.b, cmd.c, std::move(object));
+      t->lazy.Add(cmd.a, cmd.b, cmd.c, std::move(object), cmd.unit);
       t->ranges_added = true;
       t->bg_idle = false;
       break;
@@ -519,6 +521,8 @@ void Service::Dispatch(Task* t, const uffd_msg& msg) {
 }
 
 void Service::OnFault(Task* t, uint64_t page, bool write, bool need_sent) {
+  const uint64_t unit = t->lazy.UnitAt(page);
+  if (unit > kPageSize) return OnHugeFault(t, page & ~(unit - 1), unit, write, need_sent);
   uint64_t origin = 0;
   const SharedObject* shared = nullptr;
   if (!t->lazy.IsLazy(page, &origin, &shared)) {
@@ -542,19 +546,20 @@ void Service::OnFault(Task* t, uint64_t page, bool write, bool need_sent) {
   }
 }
 
-void Service::Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_page, bool copied) {
+void Service::Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_page, bool copied,
+                      uint64_t pages) {
   if (lazy_page && t->lazy.HasShared()) shared_changed_ = true;
   switch (r.outcome) {
     case Outcome::kDone:
-      if (lazy_page) t->lazy.Done(rq.page, 1);
-      (copied ? t->copied : t->zeroed).Add(1);
+      if (lazy_page) t->lazy.Done(rq.page, pages);
+      (copied ? t->copied : t->zeroed).Add(pages);
       t->faults.Add(1);
       break;
     case Outcome::kExists:
       // Already there (another thread's fault, or background): the copy did
       // not wake anyone, so wake every waiter on the page.
-      if (lazy_page) t->lazy.Done(rq.page, 1);
-      Wake(t, rq.page, kPageSize);
+      if (lazy_page) t->lazy.Done(rq.page, pages);
+      Wake(t, rq.page, pages * kPageSize);
       t->faults.Add(1);
       break;
     case Outcome::kAgain:
@@ -565,8 +570,8 @@ void Service::Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_pag
     case Outcome::kNoVma:
       // No registered VMA any more: let the thread fault again and meet the
       // address space as it now is.
-      if (lazy_page) t->lazy.Done(rq.page, 1);
-      Wake(t, rq.page, kPageSize);
+      if (lazy_page) t->lazy.Done(rq.page, pages);
+      Wake(t, rq.page, pages * kPageSize);
       break;
     case Outcome::kGone:
       t->state = State::kExit;
@@ -577,6 +582,65 @@ void Service::Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_pag
       return;
   }
   Touch(t);
+}
+
+// Hugetlb: the kernel reports the faulting address, but can only be given a
+// whole huge page (UFFDIO_COPY of exactly the huge page size at its aligned
+// address; UFFDIO_ZEROPAGE is not supported there, so zero is a copy of a
+// zero huge page). The page's data may sit in several extents of the source
+// (the store feeds it in windows): it is gathered into one buffer first, and
+// the fault waits, with one `need` for the whole huge page, until all of it
+// is in memory.
+void Service::OnHugeFault(Task* t, uint64_t base, uint64_t unit, bool write, bool need_sent) {
+  const Retry rq{t->id, base, write, need_sent};
+  const uint64_t pages = unit / kPageSize;
+  uint64_t origin = 0;
+  if (!t->lazy.IsLazy(base, &origin)) {
+    return Resolve(t, rq, Copy(t, base, ZeroHuge(unit), unit), false, false, pages);
+  }
+  if (!Assemble(*t->source, origin, unit)) {
+    for (const Parked& p : t->parked) {
+      if (p.page == base) return;
+    }
+    t->parked.push_back(Parked{base, write});
+    if (need_sent) return;
+    ServiceEvent e(EventType::kNeed, t->id, base, origin, t->source->id());
+    e.len = unit;
+    e.write = write;
+    pending_.push_back(std::move(e));
+    return;
+  }
+  Resolve(t, rq, Copy(t, base, huge_buf_.get(), unit), true, true, pages);
+}
+
+bool Service::Assemble(const PageSource& source, uint64_t origin, uint64_t unit) {
+  if (huge_buf_size_ < unit) {
+    huge_buf_.reset(static_cast<uint8_t*>(aligned_alloc(kPageSize, unit)));
+    huge_buf_size_ = huge_buf_ ? unit : 0;
+    if (!huge_buf_) return false;
+  }
+  uint8_t* out = huge_buf_.get();
+  for (uint64_t off = 0; off < unit;) {
+    PageSource::Lookup src = source.Find(origin + off);
+    if (src.kind == PageSource::Kind::kNone) return false;
+    const uint64_t n = std::min(unit - off, src.end - (origin + off));
+    if (src.kind == PageSource::Kind::kData) {
+      memcpy(out + off, src.data, n);
+    } else {
+      memset(out + off, 0, n);
+    }
+    off += n;
+  }
+  return true;
+}
+
+const uint8_t* Service::ZeroHuge(uint64_t unit) {
+  if (zero_huge_size_ < unit) {
+    zero_huge_.reset(static_cast<uint8_t*>(aligned_alloc(kPageSize, unit)));
+    zero_huge_size_ = zero_huge_ ? unit : 0;
+    if (zero_huge_) memset(zero_huge_.get(), 0, unit);
+  }
+  return zero_huge_.get();
 }
 
 void Service::Park(Task* t, uint64_t page, uint64_t origin, bool write, bool need_sent,
@@ -697,6 +761,8 @@ void Service::BackgroundStep() {
       continue;
     }
     bg_next_ = idx + 1;
+    const uint64_t unit = t->lazy.UnitAt(hit.page);
+    if (unit > kPageSize) return CopyHuge(t, hit, unit);
     uint64_t pages =
         t->lazy.RunLength(hit.page, std::min(t->chunk_pages, (src.end - hit.origin) / kPageSize));
     CopyRun(t, hit, src, pages);
@@ -719,6 +785,22 @@ bool Service::FindBackgroundRun(Task* t, LazyMap::Hit* hit, PageSource::Lookup* 
       continue;
     }
     if (wrapped && hit->page >= first) return false;
+    const uint64_t unit = t->lazy.UnitAt(hit->page);
+    if (unit > kPageSize) {
+      // A huge page is copyable only once all of it is in memory.
+      const uint64_t base = hit->page & ~(unit - 1);
+      const uint64_t origin = hit->origin - (hit->page - base);
+      if (Assemble(*t->source, origin, unit)) {
+        hit->page = base;
+        hit->origin = origin;
+        src->kind = PageSource::Kind::kData;
+        src->data = huge_buf_.get();
+        src->end = origin + unit;
+        return true;
+      }
+      from = base + unit;
+      continue;
+    }
     *src = (hit->shared != nullptr ? *hit->shared->source : *t->source).Find(hit->origin);
     if (src->kind != PageSource::Kind::kNone) return true;
     const uint64_t span = hit->range_end - hit->range_start;
@@ -767,6 +849,37 @@ void Service::CopyRun(Task* t, const LazyMap::Hit& hit, const PageSource::Lookup
     case Outcome::kFailed:
       Fail(t, r.err, "ioctl",
            "(background copy at " + Hex(hit.page) +
+               "; background stopped until the source changes)");
+      t->bg_idle = true;
+      return;
+  }
+}
+
+// One huge page gathered by FindBackgroundRun (in huge_buf_).
+void Service::CopyHuge(Task* t, const LazyMap::Hit& hit, uint64_t unit) {
+  const uint64_t pages = unit / kPageSize;
+  IoResult r = Copy(t, hit.page, huge_buf_.get(), unit);
+  switch (r.outcome) {
+    case Outcome::kDone:
+      t->copied.Add(pages);
+      [[fallthrough]];
+    case Outcome::kExists:
+    case Outcome::kNoVma:
+      // Present already (a fault won), or no VMA any more: nothing to copy.
+      t->lazy.Done(hit.page, pages);
+      t->cursor = hit.page + unit;
+      Touch(t);
+      return;
+    case Outcome::kAgain:
+      sched_yield();
+      return;
+    case Outcome::kGone:
+      t->state = State::kExit;
+      Touch(t);
+      return;
+    case Outcome::kFailed:
+      Fail(t, r.err, "ioctl",
+           "(background copy of the huge page at " + Hex(hit.page) +
                "; background stopped until the source changes)");
       t->bg_idle = true;
       return;

@@ -31,6 +31,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -73,6 +74,7 @@ struct ServiceEvent {
   uint64_t a = 0;      // need: address; remap: from; remove/unmap: start
   uint64_t b = 0;      // need: origin;  remap: to;   remove/unmap: end
   uint64_t c = 0;      // remap: len; need: id of the source that lacks the page
+  uint64_t len = 0;    // need: bytes from origin the fault needs (a huge page: all of it)
   bool write = false;  // need
   bool fatal = false;  // error: the task's memory can no longer be guaranteed
   // complete, exit: the task's final counters.
@@ -117,8 +119,10 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   bool IssuedObject(uint32_t id) const { return id > 0 && id < next_object_.load(); }
   // `object` 0: a private range with data at origin; else a mapping of that
   // shared object from offset `origin`.
+  // `unit`: the kernel page size of the range (4096, or a huge page size for
+  // hugetlb memory, which is filled a whole huge page at a time).
   void AddLazyRange(uint32_t task, uint64_t start, uint64_t len, uint64_t origin,
-                    uint32_t object = 0);
+                    uint32_t object = 0, uint64_t unit = kPageSize);
   void ReleaseTask(uint32_t task);
   void SetBackground(uint32_t task, bool enabled, uint64_t chunk_bytes);
   std::vector<TaskStats> Stats() const;
@@ -189,6 +193,7 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
     std::shared_ptr<PageSource> source;
     const PageSource* changed = nullptr;
     uint64_t a = 0, b = 0, c = 0;
+    uint64_t unit = 0;
     uint32_t object = 0;
     int pid = 0;
     bool flag = false;
@@ -208,7 +213,14 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   void OnRemove(Task* t, uint64_t a, uint64_t b);
   void Dispatch(Task* t, const uffd_msg& msg);
   void OnFault(Task* t, uint64_t page, bool write, bool need_sent);
-  void Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_page, bool copied);
+  void OnHugeFault(Task* t, uint64_t base, uint64_t unit, bool write, bool need_sent);
+  void Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_page, bool copied,
+               uint64_t pages = 1);
+  // Gathers [origin, origin+unit) of `source` into huge_buf_; returns false
+  // when a page is not in memory yet.
+  bool Assemble(const PageSource& source, uint64_t origin, uint64_t unit);
+  const uint8_t* ZeroHuge(uint64_t unit);
+  void CopyHuge(Task* t, const LazyMap::Hit& hit, uint64_t unit);
   void Park(Task* t, uint64_t page, uint64_t origin, bool write, bool need_sent, uint32_t source);
   void OnFork(Task* t, int ufd);
   void RequeueParked(Task* t, uint64_t a, uint64_t b);
@@ -248,6 +260,13 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   // then be complete).
   std::unordered_map<uint32_t, std::shared_ptr<SharedObject>> objects_;
   bool shared_changed_ = false;
+  // Service thread: a huge page gathered from a source's extents (they need
+  // not be contiguous), and a zero huge page (hugetlb has no UFFDIO_ZEROPAGE).
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const { free(p); }
+  };
+  std::unique_ptr<uint8_t, FreeDeleter> huge_buf_, zero_huge_;
+  uint64_t huge_buf_size_ = 0, zero_huge_size_ = 0;
 
   std::mutex cmd_mu_;  // guards cmds_, stop_, close_uffds_
   std::vector<Command> cmds_;
