@@ -603,24 +603,28 @@ test(
   },
 );
 
-test('a sealed memfd mapping is refused as UNSUPPORTED_MAPPING, naming the mapping and its seals', { skip }, async () => {
-  const s = await start('dump_counter', ['memfd']);
-  try {
-    await withStore(async (store) => {
-      const before = await counterState(s);
-      const at = s.addr('memfd').toString(16);
-      await refused(
-        store,
-        s.pid,
-        'UNSUPPORTED_MAPPING',
-        new RegExp(`process ${s.pid}: mapping 0x${at}-0x[0-9a-f]+ maps /memfd:dump-counter, a memfd with seals 0x6,`),
-      );
-      await assertUnharmed(s, before);
-    });
-  } finally {
-    s.prog.kill();
-  }
-});
+test(
+  'a sealed memfd mapping is refused as UNSUPPORTED_MAPPING, naming the mapping and its seals',
+  { skip },
+  async () => {
+    const s = await start('dump_counter', ['memfd']);
+    try {
+      await withStore(async (store) => {
+        const before = await counterState(s);
+        const at = s.addr('memfd').toString(16);
+        await refused(
+          store,
+          s.pid,
+          'UNSUPPORTED_MAPPING',
+          new RegExp(`process ${s.pid}: mapping 0x${at}-0x[0-9a-f]+ maps /memfd:dump-counter, a memfd with seals 0x6,`),
+        );
+        await assertUnharmed(s, before);
+      });
+    } finally {
+      s.prog.kill();
+    }
+  },
+);
 
 test('a process in another namespace is refused as UNSUPPORTED_NAMESPACE', { skip }, async (t) => {
   if (!existsSync('/usr/bin/unshare')) return t.skip('needs unshare(1) from util-linux');

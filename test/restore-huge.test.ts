@@ -60,9 +60,16 @@ after(async () => {
   tmp.remove();
 });
 
-async function dumpHuge(name: string, events: boolean): Promise<{ w: Workload; pid: number; go: string; size: number }> {
+async function dumpHuge(
+  name: string,
+  events: boolean,
+): Promise<{ w: Workload; pid: number; go: string; size: number }> {
   const go = join(tmp.path, `go-${name}`);
-  const w = new Workload(join(tmp.path, `${name}.txt`), 'restore_huge', [String(MIB), go, ...(events ? ['events'] : [])]);
+  const w = new Workload(join(tmp.path, `${name}.txt`), 'restore_huge', [
+    String(MIB),
+    go,
+    ...(events ? ['events'] : []),
+  ]);
   await w.started();
   const pid = Number((await w.waitOutput(/^READY (\d+)$/m))[1]);
   await dump(store, pid, { name });
@@ -89,12 +96,17 @@ test('a program with 2 MiB huge pages is restored lazily and verifies its memory
     const tree = await restoreImage(store, 'huge');
     const running = performance.now() - t0;
     assert.equal(tree.lazy, true);
-    assert.deepEqual(tree.notes.filter((n) => /hugetlb/.test(n)), []);
+    assert.deepEqual(
+      tree.notes.filter((n) => /hugetlb/.test(n)),
+      [],
+    );
     assert.ok(tree.eagerBytes < HUGE, `no huge page written before running, got ${tree.eagerBytes} bytes`);
     writeFileSync(go, '');
     const done = await keepAlive(tree.complete);
     const exit = await keepAlive(tree.exited);
-    t.diagnostic(`16 MiB of huge pages, lazy: running after ${running.toFixed(1)} ms, complete after ${done.completeMs.toFixed(1)} ms`);
+    t.diagnostic(
+      `16 MiB of huge pages, lazy: running after ${running.toFixed(1)} ms, complete after ${done.completeMs.toFixed(1)} ms`,
+    );
     assert.deepEqual(exit, { pid, kind: 'exited', status: 0 }, w.output());
     assert.match(w.output(), /^HUGE OK$/m);
     assert.deepEqual(done.errors, []);

@@ -96,7 +96,10 @@ test('a tree sharing 64 MiB of shared anonymous memory and a memfd is restored l
     // One object each, mapped by all three: same inodes, and the memfd keeps its name.
     const inodes = sharedInodes(pids[0]!);
     assert.equal(inodes.length, 2);
-    assert.ok(inodes.some((i) => i.startsWith('memfd:/memfd:lr-shmem:')), inodes.join(' '));
+    assert.ok(
+      inodes.some((i) => i.startsWith('memfd:/memfd:lr-shmem:')),
+      inodes.join(' '),
+    );
     for (const p of pids.slice(1)) assert.deepEqual(sharedInodes(p), inodes);
     writeFileSync(go, '');
     const done = await keepAlive(tree.complete);
@@ -140,7 +143,9 @@ test('the same image restores eagerly: the objects are filled before the tree ru
   try {
     const t0 = performance.now();
     const tree = await restoreImage(store, 'shm', { eager: true });
-    t.diagnostic(`64 MiB shared + 8 MiB memfd, 3 processes, eager: running after ${(performance.now() - t0).toFixed(1)} ms`);
+    t.diagnostic(
+      `64 MiB shared + 8 MiB memfd, 3 processes, eager: running after ${(performance.now() - t0).toFixed(1)} ms`,
+    );
     assert.equal(tree.lazy, false);
     assert.ok(tree.eagerBytes >= (MIB - 1) << 20, `eager restore wrote ${tree.eagerBytes} bytes`);
     const exit = await keepAlive(tree.exited);
@@ -157,7 +162,10 @@ test('without UFFD_FEATURE_MISSING_SHMEM, or mapped where it cannot be registere
   const notes: string[] = [];
   assert.equal(planLazyShmem(img, false, LAZY_FEATURES, notes).size, 0);
   assert.equal(notes.length, 1);
-  assert.match(notes[0]!, /^shared memory \(2 object\(s\), 72\.0 MiB\) restored eagerly: .*lacks UFFD_FEATURE_MISSING_SHMEM$/);
+  assert.match(
+    notes[0]!,
+    /^shared memory \(2 object\(s\), 72\.0 MiB\) restored eagerly: .*lacks UFFD_FEATURE_MISSING_SHMEM$/,
+  );
   const all = LAZY_FEATURES | UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM;
   assert.equal(planLazyShmem(img, false, all, []).size, 2);
   assert.equal(planLazyShmem(img, true, all, []).size, 0, '--eager leaves nothing lazy');
@@ -168,6 +176,12 @@ test('without UFFD_FEATURE_MISSING_SHMEM, or mapped where it cannot be registere
   v.prot = 0;
   const noted: string[] = [];
   const lazy = planLazyShmem(img, false, all, noted);
-  assert.deepEqual([...lazy], [...img.shmem.keys()].filter((k) => k !== id));
-  assert.match(noted[0]!, new RegExp(`^shared object ${id} restored eagerly: process ${img.processes[1]!.entry.pid} maps it`));
+  assert.deepEqual(
+    [...lazy],
+    [...img.shmem.keys()].filter((k) => k !== id),
+  );
+  assert.match(
+    noted[0]!,
+    new RegExp(`^shared object ${id} restored eagerly: process ${img.processes[1]!.entry.pid} maps it`),
+  );
 });

@@ -184,7 +184,9 @@ async function collect(tree: FrozenProcess[], freezer: Freezer): Promise<Collect
   }
   meta.pipes = collectPipes(pipeRefs, new Set(tree.map((p) => p.pid)));
   meta.shmem = [...shmem.values()].map((s) =>
-    s.kind === 'memfd' ? { id: s.id, size: s.size, kind: s.kind, name: s.name, seals: s.seals } : { id: s.id, size: s.size },
+    s.kind === 'memfd'
+      ? { id: s.id, size: s.size, kind: s.kind, name: s.name, seals: s.seals }
+      : { id: s.id, size: s.size },
   );
   const rootPlan = plans[0];
   return { meta, plans, shmem: [...shmem.values()], vdso: rootPlan ? rootPlan.specials : [], vmas };

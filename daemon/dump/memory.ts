@@ -169,7 +169,8 @@ function planHugetlb(v: SmapsVma): VmaPlan {
   const size = v.sizes.KernelPageSize;
   if (!(v.deleted && v.path === '/anon_hugepage'))
     return { problem: `is a hugetlbfs file mapping (${v.path}), which restore does not recreate` };
-  if (v.shared) return { problem: 'is shared hugetlb memory (MAP_SHARED|MAP_HUGETLB), which restore does not recreate' };
+  if (v.shared)
+    return { problem: 'is shared hugetlb memory (MAP_SHARED|MAP_HUGETLB), which restore does not recreate' };
   if (size !== HUGE_PAGE_SIZE)
     return { problem: `is hugetlb memory with ${size >> 10} KiB pages; restore recreates only 2 MiB huge pages` };
   const rec = { ...baseRecord(v, 'anon'), kind: 'anon', offset: 0, hugePageSize: size };

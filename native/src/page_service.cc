@@ -312,7 +312,8 @@ Napi::Value PageServiceAddLazyRange(const Napi::CallbackInfo& info) {
                                 "multiples of");
   if (unit > kPageSize && object != 0)
     throw Napi::RangeError::New(info.Env(), "a shared object range cannot have huge pages");
-  if (object != 0 && (object > UINT32_MAX || !b.service->IssuedObject(static_cast<uint32_t>(object))))
+  if (object != 0 &&
+      (object > UINT32_MAX || !b.service->IssuedObject(static_cast<uint32_t>(object))))
     throw Napi::RangeError::New(info.Env(), "unknown shared object " + std::to_string(object));
   b.service->AddLazyRange(task, start, len, origin, static_cast<uint32_t>(object), unit);
   return info.Env().Undefined();

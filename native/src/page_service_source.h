@@ -9,9 +9,9 @@
 // without holding the lock. Providing a page again is a no-op.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
-#include <atomic>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>

@@ -38,8 +38,8 @@ int main(int argc, char **argv) {
   const size_t len = (size_t)atol(argv[1]) << 20;
   const int events = argc == 4 && strcmp(argv[3], "events") == 0;
   if (len < 6 * HUGE || len % HUGE != 0) LR_DIE("SIZE_MIB must be a multiple of 2 and at least 12");
-  unsigned char *mem =
-      mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
+  unsigned char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
   if (mem == MAP_FAILED) LR_DIE("mmap MAP_HUGETLB failed: %s", strerror(errno));
   const size_t untouched = len - HUGE, zeroed = len - 2 * HUGE;
   for (size_t off = 0; off < untouched; off += 8) {
@@ -52,7 +52,8 @@ int main(int argc, char **argv) {
     nanosleep(&ts, NULL);
   }
   if (events) {
-    if (madvise(mem + 2 * HUGE, HUGE, MADV_DONTNEED) != 0) LR_DIE("MADV_DONTNEED: %s", strerror(errno));
+    if (madvise(mem + 2 * HUGE, HUGE, MADV_DONTNEED) != 0)
+      LR_DIE("MADV_DONTNEED: %s", strerror(errno));
     if (munmap(mem + 3 * HUGE, HUGE) != 0) LR_DIE("munmap: %s", strerror(errno));
   }
   for (size_t off = 0; off < len; off += 8) {

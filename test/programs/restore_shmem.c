@@ -53,10 +53,11 @@ static void wait_flag(volatile uint64_t *flag) {
   while (*flag == 0) nap(1);
 }
 
-/* What a page of an object must hold: the pattern of `seed` relative to the object (not to an address, which
- * differs between mappings), or zero. */
+/* What a page of an object must hold: the pattern of `seed` relative to the object (not to an
+ * address, which differs between mappings), or zero. */
 static void fill_page(unsigned char *page, uint64_t seed, size_t off) {
-  for (size_t w = 0; w < PAGE / 8; w++) ((uint64_t *)page)[w] = lr_pattern_word(seed, 0, off + w * 8);
+  for (size_t w = 0; w < PAGE / 8; w++)
+    ((uint64_t *)page)[w] = lr_pattern_word(seed, 0, off + w * 8);
 }
 
 static int check_page(const unsigned char *page, uint64_t seed, size_t off, int zero) {
@@ -85,8 +86,8 @@ int main(int argc, char **argv) {
   memset(mfd + MIB, 0, 2 * PAGE);
   volatile uint64_t *ctl = (volatile uint64_t *)(mfd + CTL_OFF);
 
-  /* Where each process writes its marker page, and the ranges of the events (near the end: the last to be
-   * fetched in address order, so most likely still lazy when they happen). */
+  /* Where each process writes its marker page, and the ranges of the events (near the end: the last
+   * to be fetched in address order, so most likely still lazy when they happen). */
   const size_t mark0 = 5 * PAGE, mark1 = 7 * PAGE, mark2 = len / 4;
   const size_t hole = len - 3 * MIB, dropped = len - 2 * MIB, unmapped = len - MIB;
 
@@ -108,7 +109,8 @@ int main(int argc, char **argv) {
   if (me == 0) {
     if (events) {
       if (madvise(anon + hole, MIB, MADV_REMOVE) != 0) LR_DIE("MADV_REMOVE: %s", strerror(errno));
-      if (madvise(anon + dropped, MIB, MADV_DONTNEED) != 0) LR_DIE("MADV_DONTNEED: %s", strerror(errno));
+      if (madvise(anon + dropped, MIB, MADV_DONTNEED) != 0)
+        LR_DIE("MADV_DONTNEED: %s", strerror(errno));
     }
     fill_page(anon + mark0, SEED_MARK, mark0);
     ctl[0] = 1;
@@ -126,7 +128,8 @@ int main(int argc, char **argv) {
 
   for (size_t off = 0; off < len; off += PAGE) {
     if (events && me == 1 && off >= unmapped) break;
-    int zero = (off >= len / 2 && off < len / 2 + 3 * PAGE) || (events && off >= hole && off < hole + MIB);
+    int zero =
+        (off >= len / 2 && off < len / 2 + 3 * PAGE) || (events && off >= hole && off < hole + MIB);
     uint64_t seed = off == mark0 || off == mark2 ? SEED_MARK : SEED_ANON;
     if (!check_page(anon + off, seed, off, zero)) {
       say("VERIFY FAIL %s anon 0x%lx\n", role, (unsigned long)off);
