@@ -16,6 +16,7 @@ import { LAZY_FEATURES, restoreImage } from '../daemon/restore/index.js';
 import { loadImageOrThrow } from '../daemon/restore/image.js';
 import { planLazyShmem } from '../daemon/restore/memory.js';
 import { native, UFFD_FEATURES } from '../native/index.js';
+import { isLazyRestoreError } from '../daemon/errors.js';
 import { keepAlive, killAll, leftOver, tempDir, Workload } from './support/restore.js';
 
 const MIB = 64;
@@ -40,12 +41,12 @@ interface Dumped {
   go: string;
 }
 
-async function dumpShmem(name: string, events: boolean): Promise<Dumped> {
+async function dumpShmem(name: string, events: boolean, mode = 'events'): Promise<Dumped> {
   const go = join(tmp.path, `go-${name}`);
   const w = new Workload(join(tmp.path, `${name}.txt`), 'restore_shmem', [
     String(MIB),
     go,
-    ...(events ? ['events'] : []),
+    ...(events || mode !== 'events' ? [mode] : []),
   ]);
   await w.started();
   const m = await w.waitOutput(/^READY (\d+) (\d+) (\d+)$/m);
@@ -111,6 +112,10 @@ test('a tree sharing 64 MiB of shared anonymous memory and a memfd is restored l
     assert.deepEqual(exit, { pid: pids[0], kind: 'exited', status: 0 }, w.output());
     assertVerified(w.output());
     assert.deepEqual(done.errors, []);
+    // Each page of the objects (18432) is placed once, through one of the three tasks, not once per task; the
+    // rest is the processes' private memory.
+    const placed = done.faultPages + done.backgroundPages;
+    assert.ok(placed >= 18432 && placed < 18432 * 1.5, `${placed} pages placed`);
   } finally {
     w.kill();
     killAll(pids);
@@ -130,6 +135,33 @@ test('MADV_REMOVE, MADV_DONTNEED and munmap on lazy shared memory keep every pro
     assert.deepEqual(exit, { pid: pids[0], kind: 'exited', status: 0 }, w.output());
     assertVerified(w.output());
     assert.deepEqual(done.errors, []);
+  } finally {
+    w.kill();
+    killAll(pids);
+  }
+});
+
+test('MADV_REMOVE over lazy shared pages in a process forked after the restore kills the tree, naming why', async (t) => {
+  if (!hasShmem) return t.skip('this kernel offers no UFFD_FEATURE_MISSING_SHMEM');
+  // The fork event names no pid, so the service cannot read that process's madvise(2) call: it cannot tell a
+  // hole punch from MADV_DONTNEED, and must not guess.
+  const { w, pids, go } = await dumpShmem('shm-forkremove', false, 'forkremove');
+  try {
+    writeFileSync(go, '');
+    const tree = await restoreImage(store, 'shm-forkremove', { background: false });
+    await assert.rejects(keepAlive(tree.complete), (e: unknown) => {
+      assert.ok(isLazyRestoreError(e));
+      assert.equal(e.code, 'RESTORE_FAILED');
+      assert.match(
+        e.message,
+        /lazy memory is no longer certain: .*cannot tell MADV_DONTNEED from MADV_REMOVE in a process forked after the restore/,
+      );
+      return true;
+    });
+    const exit = await keepAlive(tree.exited);
+    assert.deepEqual(exit, { pid: pids[0], kind: 'signaled', signal: 9, coreDumped: false });
+    assert.doesNotMatch(w.output(), /VERIFY OK parent/);
+    assert.deepEqual(await leftOver(pids), [], 'every process of the tree was killed');
   } finally {
     w.kill();
     killAll(pids);

@@ -11,6 +11,7 @@
  */
 import { native, UFFD_FEATURES, UFFDIO_REGISTER_MODE_MISSING, uffdFeatureNames } from '../../native/index.js';
 import { PageSource, type PageService, type PageServiceEvents } from '../page-service.js';
+import type { PageServiceTaskStats } from '../../native/index.js';
 import { LazyRestoreError } from '../errors.js';
 import { mmIdOf, shmemMmId } from '../dump/image.js';
 import type { ImageStore, PageWindow } from '../store/index.js';
@@ -187,7 +188,9 @@ export const sourceCache = new SourceCache();
 export interface LazyStats {
   /** Restored tasks (and children they forked) the service followed. */
   tasks: number;
-  /** Pages placed by faults (copied or zero) and by the background copy. */
+  /** Faults resolved (a page each; a huge page for hugetlb memory), and the other pages the service placed (copied
+   *  or zeroed) into the tasks, as their final counters say: a page of a shared object is placed once, through one
+   *  of the tasks that map it. */
   faultPages: number;
   backgroundPages: number;
   /** Page data already in memory when the restore began (a repeated restore of the image). */
@@ -210,6 +213,8 @@ interface Served {
   entry: SourceEntry;
   lazyPages: number;
   faults: number;
+  /** Pages the service placed into the task (from its final counters), once known. */
+  placed: number | null;
   done: boolean;
 }
 
@@ -244,8 +249,8 @@ export class LazySession {
     this.completion = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     this.completion.catch(() => undefined);
     this.listen('need', (e) => this.onNeed(e.task, e.origin, e.source, e.len));
-    this.listen('complete', (e) => this.finish(e.task));
-    this.listen('exit', (e) => this.finish(e.task));
+    this.listen('complete', (e) => this.finish(e.task, e.stats));
+    this.listen('exit', (e) => this.finish(e.task, e.stats));
     this.listen('fork', (e) => this.onFork(e.task, e.child));
     this.listen('taskError', (e) => {
       if (!this.served.has(e.task)) return;
@@ -313,7 +318,7 @@ export class LazySession {
     task.serviceTask = id;
     entry.users++;
     this.addEntry(entry);
-    this.served.set(id, { pid: task.pid, entry, lazyPages: pages, faults: 0, done: false });
+    this.served.set(id, { pid: task.pid, entry, lazyPages: pages, faults: 0, placed: null, done: false });
   }
 
   private addEntry(entry: SourceEntry): void {
@@ -373,7 +378,7 @@ export class LazySession {
     const s = this.served.get(parent);
     if (!s) return;
     s.entry.users++;
-    this.served.set(child, { pid: 0, entry: s.entry, lazyPages: 0, faults: 0, done: false });
+    this.served.set(child, { pid: 0, entry: s.entry, lazyPages: 0, faults: 0, placed: null, done: false });
   }
 
   private sampleStats(): void {
@@ -384,10 +389,14 @@ export class LazySession {
     }
   }
 
-  private finish(task: number): void {
+  private finish(task: number, stats?: PageServiceTaskStats): void {
     const s = this.served.get(task);
     if (!s || s.done) return;
     s.done = true;
+    if (stats) {
+      s.faults = stats.faults;
+      s.placed = stats.pagesCopied + stats.pagesZeroed;
+    }
     s.entry.users--;
     if ([...this.served.values()].every((x) => x.done)) this.complete();
   }
@@ -404,7 +413,8 @@ export class LazySession {
     this.releaseShared();
     const tasks = [...this.served.values()];
     const faultPages = tasks.reduce((n, s) => n + s.faults, 0);
-    const lazyPages = tasks.reduce((n, s) => n + s.lazyPages, 0);
+    // Without final counters (none arrived), what was declared lazy.
+    const lazyPages = tasks.reduce((n, s) => n + (s.placed ?? s.lazyPages), 0);
     const stats: LazyStats = {
       tasks: tasks.length,
       faultPages,

@@ -9,7 +9,9 @@
  * one MiB of the anonymous object and drops its own page table entries
  * (MADV_DONTNEED) of another, and child 1 unmaps a third MiB of its own
  * mapping; the hole reads zero in every process, the other two keep their
- * data. Usage: restore_shmem SIZE_MIB GOFILE [events] */
+ * data. With "forkremove", after GOFILE the parent forks a new child that
+ * punches the same hole and exits, then goes on as without events.
+ * Usage: restore_shmem SIZE_MIB GOFILE [events|forkremove] */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
@@ -72,6 +74,7 @@ int main(int argc, char **argv) {
   if (argc != 3 && argc != 4) LR_DIE("usage: restore_shmem SIZE_MIB GOFILE [events]");
   const size_t len = (size_t)atol(argv[1]) * MIB;
   const int events = argc == 4 && strcmp(argv[3], "events") == 0;
+  const int forkremove = argc == 4 && strcmp(argv[3], "forkremove") == 0;
   unsigned char *anon = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (anon == MAP_FAILED) LR_DIE("mmap anon failed");
   int fd = memfd_create("lr-shmem", 0);
@@ -106,6 +109,11 @@ int main(int argc, char **argv) {
   struct stat st;
   while (stat(argv[2], &st) != 0) nap(10);
 
+  if (me == 0 && forkremove) {
+    pid_t c = fork();
+    if (c == 0) _exit(madvise(anon + hole, MIB, MADV_REMOVE) == 0 ? 0 : 1);
+    if (c < 0 || waitpid(c, NULL, 0) != c) LR_DIE("fork or waitpid failed");
+  }
   if (me == 0) {
     if (events) {
       if (madvise(anon + hole, MIB, MADV_REMOVE) != 0) LR_DIE("MADV_REMOVE: %s", strerror(errno));
