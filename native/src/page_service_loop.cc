@@ -569,8 +569,10 @@ void Service::Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_pag
       return;
     case Outcome::kNoVma:
       // No registered VMA any more: let the thread fault again and meet the
-      // address space as it now is.
-      if (lazy_page) t->lazy.Done(rq.page, pages);
+      // address space as it now is. Forget the page for this task only: in a
+      // shared range, clearing the object's bit would tell every other task
+      // mapping it that the page is filled.
+      if (lazy_page) t->lazy.Drop(rq.page, rq.page + pages * kPageSize);
       Wake(t, rq.page, pages * kPageSize);
       break;
     case Outcome::kGone:
@@ -909,10 +911,14 @@ void Service::RunPageByPage(Task* t, const LazyMap::Hit& hit, const PageSource::
       break;
     }
     if (hit.shared != nullptr) shared_changed_ = true;
-    t->lazy.Done(page, 1);
+    if (r.outcome == Outcome::kNoVma) {
+      t->lazy.Drop(page, page + kPageSize);  // this task's range only, not the object's bit
+      dropped++;
+    } else {
+      t->lazy.Done(page, 1);
+    }
     t->cursor = page + kPageSize;
     if (r.outcome == Outcome::kDone) (data ? t->copied : t->zeroed).Add(1);
-    if (r.outcome == Outcome::kNoVma) dropped++;
   }
   Touch(t);
   if (dropped > 0) {
