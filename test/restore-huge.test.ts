@@ -12,7 +12,9 @@ import { join } from 'node:path';
 import { ImageStore } from '../daemon/store/index.js';
 import { dump, type ProcessRecord } from '../daemon/dump/index.js';
 import { restoreImage } from '../daemon/restore/index.js';
-import { availableHugePages } from '../daemon/restore/memory.js';
+import { availableHugePages, planLazyHuge } from '../daemon/restore/memory.js';
+import { loadImageOrThrow } from '../daemon/restore/image.js';
+import { LAZY_FEATURES } from '../daemon/restore/index.js';
 import { isLazyRestoreError } from '../daemon/errors.js';
 import { native, UFFD_FEATURES } from '../native/index.js';
 import { keepAlive, killAll, leftOver, tempDir, Workload } from './support/restore.js';
@@ -25,6 +27,8 @@ const tmp = tempDir('restore-huge');
 let store: ImageStore;
 let previous: number | null = null;
 let skip: string | false = false;
+/** The program of the first test, restored again eagerly. */
+let first: { w: Workload; pid: number; size: number } | null = null;
 
 function setNr(n: number): void {
   writeFileSync(NR, `${n}\n`);
@@ -62,13 +66,13 @@ after(async () => {
 
 async function dumpHuge(
   name: string,
-  events: boolean,
+  events: boolean | 'fork',
 ): Promise<{ w: Workload; pid: number; go: string; size: number }> {
   const go = join(tmp.path, `go-${name}`);
   const w = new Workload(join(tmp.path, `${name}.txt`), 'restore_huge', [
     String(MIB),
     go,
-    ...(events ? ['events'] : []),
+    ...(events === 'fork' ? ['fork'] : events ? ['events'] : []),
   ]);
   await w.started();
   const pid = Number((await w.waitOutput(/^READY (\d+)$/m))[1]);
@@ -80,7 +84,8 @@ async function dumpHuge(
 
 test('a program with 2 MiB huge pages is restored lazily and verifies its memory', async (t) => {
   if (skip) return t.skip(skip);
-  const { w, pid, go } = await dumpHuge('huge', false);
+  const { w, pid, go, size } = await dumpHuge('huge', false);
+  first = { w, pid, size };
   const img = await store.loadImage('huge');
   const rec = img.meta.get(`process/${pid}`) as ProcessRecord;
   const vma = rec.vmas.find((v) => v.hugePageSize !== undefined);
@@ -116,6 +121,29 @@ test('a program with 2 MiB huge pages is restored lazily and verifies its memory
   }
 });
 
+test('the same image restores eagerly (the fallback without MISSING_HUGETLBFS), noted when the feature lacks', async (t) => {
+  if (skip) return t.skip(skip);
+  if (!first) return t.skip('needs the image of the first test');
+  const { w, pid, size } = first;
+  const img = await loadImageOrThrow(store, 'huge');
+  const notes: string[] = [];
+  assert.equal(planLazyHuge(img, false, LAZY_FEATURES, notes), false);
+  assert.deepEqual(notes, [
+    "hugetlb memory (16.0 MiB) restored eagerly: this kernel's userfaultfd lacks UFFD_FEATURE_MISSING_HUGETLBFS",
+  ]);
+  assert.equal(planLazyHuge(img, false, LAZY_FEATURES | UFFD_FEATURES.UFFD_FEATURE_MISSING_HUGETLBFS, []), true);
+  truncateSync(w.out, size); // as at the dump; the go file exists
+  try {
+    const tree = await restoreImage(store, 'huge', { eager: true });
+    assert.ok(tree.eagerBytes >= 6 * HUGE, `eager restore wrote ${tree.eagerBytes} bytes`);
+    const exit = await keepAlive(tree.exited);
+    assert.deepEqual(exit, { pid, kind: 'exited', status: 0 }, w.output());
+    assert.match(w.output(), /^HUGE OK$/m);
+  } finally {
+    killAll([pid]);
+  }
+});
+
 test('MADV_DONTNEED and munmap of lazy huge pages keep the lazy state exact', async (t) => {
   if (skip) return t.skip(skip);
   const { w, pid, go } = await dumpHuge('huge-events', true);
@@ -129,6 +157,24 @@ test('MADV_DONTNEED and munmap of lazy huge pages keep the lazy state exact', as
     assert.match(w.output(), /^HUGE OK$/m);
     // Every huge page the program read came by a fault (7 of 8 are read; its other memory faults too).
     assert.ok(done.faultPages >= 7, `faults: ${done.faultPages}`);
+    assert.deepEqual(done.errors, []);
+  } finally {
+    w.kill();
+    killAll([pid]);
+  }
+});
+
+test('a restored task that forks while its huge pages are lazy gives the child the same memory', async (t) => {
+  if (skip) return t.skip(skip);
+  const { w, pid, go } = await dumpHuge('huge-fork', 'fork');
+  try {
+    writeFileSync(go, '');
+    const tree = await restoreImage(store, 'huge-fork', { background: false });
+    const exit = await keepAlive(tree.exited);
+    const done = await keepAlive(tree.complete);
+    assert.deepEqual(exit, { pid, kind: 'exited', status: 0 }, w.output());
+    assert.match(w.output(), /^CHILD HUGE OK$/m);
+    assert.match(w.output(), /^HUGE OK$/m);
     assert.deepEqual(done.errors, []);
   } finally {
     w.kill();

@@ -4,7 +4,8 @@
  * huge page and prints "HUGE OK" (or "HUGE FAIL <offset>"). With "events",
  * after GOFILE and before verifying: MADV_DONTNEED of huge page 2 (reads zero
  * afterwards) and munmap of huge page 3 (not verified). Prints "READY <pid>"
- * once filled. Usage: restore_huge SIZE_MIB GOFILE [events] */
+ * once filled. With "fork", it forks after GOFILE and the child verifies too
+ * ("CHILD HUGE OK"). Usage: restore_huge SIZE_MIB GOFILE [events|fork] */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,6 +39,7 @@ int main(int argc, char **argv) {
   if (argc != 3 && argc != 4) LR_DIE("usage: restore_huge SIZE_MIB GOFILE [events]");
   const size_t len = (size_t)atol(argv[1]) << 20;
   const int events = argc == 4 && strcmp(argv[3], "events") == 0;
+  const int forks = argc == 4 && strcmp(argv[3], "fork") == 0;
   if (len < 6 * HUGE || len % HUGE != 0) LR_DIE("SIZE_MIB must be a multiple of 2 and at least 12");
   unsigned char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
@@ -51,6 +54,7 @@ int main(int argc, char **argv) {
     struct timespec ts = {0, 10 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
+  pid_t child = forks ? fork() : -1;
   if (events) {
     if (madvise(mem + 2 * HUGE, HUGE, MADV_DONTNEED) != 0)
       LR_DIE("MADV_DONTNEED: %s", strerror(errno));
@@ -62,6 +66,17 @@ int main(int argc, char **argv) {
     uint64_t want = zero ? 0 : lr_pattern_word(SEED, 0, off);
     if (((uint64_t *)(mem + off))[0] != want) {
       say("HUGE FAIL 0x%lx\n", (unsigned long)off);
+      return 1;
+    }
+  }
+  if (child == 0) {
+    say("CHILD HUGE OK\n");
+    return 0;
+  }
+  if (child > 0) {
+    int status = 0;
+    if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      say("CHILD FAIL %d\n", status);
       return 1;
     }
   }
