@@ -626,6 +626,27 @@ test(
   },
 );
 
+test('System V shared memory is refused as UNSUPPORTED_MAPPING, naming what restore lacks', { skip }, async () => {
+  const s = await start('dump_counter', ['sysv']);
+  try {
+    await withStore(async (store) => {
+      const before = await counterState(s);
+      const at = s.addr('memfd').toString(16);
+      await refused(
+        store,
+        s.pid,
+        'UNSUPPORTED_MAPPING',
+        new RegExp(
+          `process ${s.pid}: mapping 0x${at}-0x[0-9a-f]+ is System V shared memory \\(/SYSV00000000\\), which restore does not recreate`,
+        ),
+      );
+      await assertUnharmed(s, before);
+    });
+  } finally {
+    s.prog.kill();
+  }
+});
+
 test('a process in another namespace is refused as UNSUPPORTED_NAMESPACE', { skip }, async (t) => {
   if (!existsSync('/usr/bin/unshare')) return t.skip('needs unshare(1) from util-linux');
   // unshare(1) execs the program in a new UTS namespace; its worker (the process dumped) is born there.

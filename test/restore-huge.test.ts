@@ -182,6 +182,28 @@ test('a restored task that forks while its huge pages are lazy gives the child t
   }
 });
 
+test('shared hugetlb memory is refused at dump, naming it', async (t) => {
+  if (skip) return t.skip(skip);
+  const w = new Workload(join(tmp.path, 'huge-shared.txt'), 'restore_huge', [
+    String(MIB),
+    join(tmp.path, 'go-huge-shared'),
+    'shared',
+  ]);
+  try {
+    await w.started();
+    const pid = Number((await w.waitOutput(/^READY (\d+)$/m))[1]);
+    await assert.rejects(dump(store, pid, { name: 'huge-shared' }), (e: unknown) => {
+      assert.ok(isLazyRestoreError(e));
+      assert.equal(e.code, 'UNSUPPORTED_MAPPING');
+      assert.match(e.message, /is shared hugetlb memory \(MAP_SHARED\|MAP_HUGETLB\), which restore does not recreate/);
+      return true;
+    });
+    assert.ok(existsSync(`/proc/${pid}`), 'the refused process runs on');
+  } finally {
+    w.kill();
+  }
+});
+
 test('without free huge pages the restore is refused before anything runs', async (t) => {
   if (skip) return t.skip(skip);
   const { w, pid, size } = await dumpHuge('huge-none', false);

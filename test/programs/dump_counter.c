@@ -11,7 +11,9 @@
  * only find out once the process is frozen (its injected syscalls trap with
  * SIGTRAP), so it must release the process again.
  *
- * Usage: dump_counter [socket|memfd|trapsuspend]
+ * With "sysv" it attaches 4 pages of System V shared memory (reported as
+ * memfd=<addr>), which a dump refuses too.
+ * Usage: dump_counter [socket|memfd|sysv|trapsuspend]
  * Prints: READY pid=<pid> [sock=<fd>] [memfd=<addr>]
  * Commands: count  COUNT <n>
  *           sum    SUM <hex checksum of the region>
@@ -21,6 +23,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -82,6 +85,16 @@ int main(int argc, char **argv) {
     if (mem == MAP_FAILED) LR_DIE("mmap memfd failed");
     close(fd);
     mem[0] = 1;
+  }
+  if (argc > 1 && strcmp(argv[1], "sysv") == 0) {
+    /* System V shared memory, removed at once: it lives while attached. */
+    int id = shmget(IPC_PRIVATE, 4 * PAGE, IPC_CREAT | 0600);
+    if (id < 0) LR_DIE("shmget failed");
+    mem = shmat(id, NULL, 0);
+    if (mem == (void *)-1) LR_DIE("shmat failed");
+    shmctl(id, IPC_RMID, NULL);
+    mem[0] = 1;
+    want_memfd = 1; /* reported the same way */
   }
   if (want_socket)
     dump_say("READY pid=%d sock=%d\n", getpid(), sv[0]);

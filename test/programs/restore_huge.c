@@ -5,7 +5,8 @@
  * after GOFILE and before verifying: MADV_DONTNEED of huge page 2 (reads zero
  * afterwards) and munmap of huge page 3 (not verified). Prints "READY <pid>"
  * once filled. With "fork", it forks after GOFILE and the child verifies too
- * ("CHILD HUGE OK"). Usage: restore_huge SIZE_MIB GOFILE [events|fork] */
+ * ("CHILD HUGE OK"). With "shared" the memory is MAP_SHARED (which a dump
+ * refuses). Usage: restore_huge SIZE_MIB GOFILE [events|fork|shared] */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
@@ -40,9 +41,11 @@ int main(int argc, char **argv) {
   const size_t len = (size_t)atol(argv[1]) << 20;
   const int events = argc == 4 && strcmp(argv[3], "events") == 0;
   const int forks = argc == 4 && strcmp(argv[3], "fork") == 0;
+  const int shared = argc == 4 && strcmp(argv[3], "shared") == 0;
   if (len < 6 * HUGE || len % HUGE != 0) LR_DIE("SIZE_MIB must be a multiple of 2 and at least 12");
-  unsigned char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
+  unsigned char *mem =
+      mmap(NULL, len, PROT_READ | PROT_WRITE,
+           (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
   if (mem == MAP_FAILED) LR_DIE("mmap MAP_HUGETLB failed: %s", strerror(errno));
   const size_t untouched = len - HUGE, zeroed = len - 2 * HUGE;
   for (size_t off = 0; off < untouched; off += 8) {
