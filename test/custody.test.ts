@@ -115,7 +115,7 @@ test('the journal replays ranges, events and forks; a torn line makes its task u
   const j = parseJournal(
     [
       'A 1 {"image":"i","mm":"mm:5","pid":5,"start":7}',
-      'R 1 0x10000 0x4000 0x10000',
+      'R 1 0x10000 0x4000 0x10000 0 0x1000',
       'X 1 0x11000 0x12000',
       'F 1 2',
       'M 2 0x10000 0x20000 0x4000',
@@ -243,4 +243,36 @@ test('restore without a daemon, killed mid-way: a daemon started later takes its
   } finally {
     await daemon.close();
   }
+});
+
+test('tasks with lazy shared memory are killed by a successor, which cannot take them over yet', async (t) => {
+  if (noLazy) return t.skip(`lazy restore unsupported: ${noLazy}`);
+  const dir = join(tmp.path, 'shmem');
+  const first = new DaemonProcess(dir);
+  let api = await first.ready();
+  const w = new Workload(join(dir, 's.out'), 'restore_shmem', ['256', join(dir, 's.go')]);
+  workloads.push(w);
+  await w.started();
+  const m = await w.waitOutput(/^READY (\d+) (\d+) (\d+)$/m);
+  const tree = [Number(m[1]), Number(m[2]), Number(m[3])];
+  pids.push(...tree);
+  await api.dump({ pid: tree[0]!, name: 's' });
+  await w.reaped();
+  assert.deepEqual(await leftOver(tree), []);
+  await restoreRunning(api, 's');
+  const tasks = await api.tasks();
+  assert.ok(
+    tasks.some((x) => x.lazyPages > 0),
+    'pages are still lazy when the daemon dies',
+  );
+  await first.kill9();
+
+  const second = new DaemonProcess(dir);
+  api = await second.ready();
+  await until('the kills in the log', () => (/custody: killed process/.test(second.log) ? true : undefined));
+  assert.match(second.log, /it has lazy shared memory or huge pages, which a successor cannot take over yet/);
+  assert.deepEqual(await leftOver(tree), [], 'the whole tree is gone');
+  assert.doesNotMatch(w.output(), /VERIFY/, 'no process read its memory');
+  second.child.kill('SIGTERM');
+  await until('the daemon to stop', () => (second.child.exitCode !== null ? true : undefined));
 });
