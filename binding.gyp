@@ -5,6 +5,7 @@
       "sources": [
         "native/src/addon.cc",
         "native/src/errors.cc",
+        "native/src/memfd.cc",
         "native/src/uffd.cc",
         "native/src/page_service.cc",
         "native/src/page_service_lazymap.cc",

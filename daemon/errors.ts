@@ -42,6 +42,8 @@ export const ERROR_CODES = {
   UNSUPPORTED_IMAGE: 422,
   /** Lazy restore needs a userfaultfd feature this kernel lacks (the message names it); --eager still works. */
   LAZY_UNSUPPORTED: 422,
+  /** The image maps hugetlb memory and this host has fewer free huge pages than it needs (nothing was created). */
+  HUGE_PAGES_UNAVAILABLE: 503,
   /** A restore failed for a reason of its own (the message says which); every task it created was killed. */
   RESTORE_FAILED: 500,
   // Codes of the daemon's custody of uffds (daemon/custody).

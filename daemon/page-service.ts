@@ -58,6 +58,8 @@ export interface PageServiceEvents {
 /** In-memory page data of one dumped address space, keyed by origin address. */
 export class PageSource {
   readonly #handle: PageSourceHandle = native.pageSourceCreate();
+  /** Process-wide id, as `need` events name the source that lacks a page. */
+  readonly id = native.pageSourceId(this.#handle);
 
   /** The native handle, for {@link PageService.addTask}. */
   get handle(): PageSourceHandle {
@@ -110,17 +112,18 @@ export class PageService extends EventEmitter<PageServiceEvents> {
   }
 
   /** Adopts `uffd` (negotiated with UFFDIO_API and registered; the service
-   *  owns it from now on) as a task whose data comes from `source`. `tag` (a
-   *  JSON-able description of the task) is journaled when the service has custody. */
-  addTask(uffd: number, source: PageSource, tag?: object): number {
+   *  owns it from now on) as a task whose data comes from `source`. `pid`: the process of the uffd's mm (tells
+   *  MADV_DONTNEED from MADV_REMOVE on shared ranges). `tag` (a JSON-able description of the task) is journaled
+   *  when the service has custody. */
+  addTask(uffd: number, source: PageSource, pid = 0, tag?: object): number {
     return native.pageServiceAddTask(
       this.#open(),
       uffd,
       source.handle,
+      pid,
       tag === undefined ? undefined : JSON.stringify(tag),
     );
   }
-
   /** Replays a change of `task`'s address space that a predecessor's journal recorded. */
   applyChange(task: number, kind: LayoutChange, a: number, b: number, len = 0): void {
     native.pageServiceApplyChange(this.#open(), task, kind, a, b, len);
@@ -161,9 +164,15 @@ export class PageService extends EventEmitter<PageServiceEvents> {
     });
   }
 
-  /** [start, start+len) of `task` needs the data the source holds at origin. */
-  addLazyRange(task: number, start: number, len: number, origin: number): void {
-    native.pageServiceAddLazyRange(this.#open(), task, start, len, origin);
+  /** A shared object whose pages are filled once for every task mapping it (see addLazyRange). */
+  addSharedObject(source: PageSource, size: number): number {
+    return native.pageServiceAddSharedObject(this.#open(), source.handle, size);
+  }
+
+  /** [start, start+len) of `task` needs the data the source holds at origin; with `object`, the range maps
+   *  that shared object from offset `origin`. */
+  addLazyRange(task: number, start: number, len: number, origin: number, object = 0, unit = 4096): void {
+    native.pageServiceAddLazyRange(this.#open(), task, start, len, origin, object, unit);
   }
 
   /** Stops serving `task` and closes its uffd. */

@@ -109,7 +109,7 @@ export interface PageSourceHandle {
 export type PageServiceEvent =
   /** A lazy page whose data is not in memory yet: the task waits until
    *  pageSourceProvide() supplies `origin` (reported once per page). */
-  | { type: 'need'; task: number; address: number; origin: number; write: boolean }
+  | { type: 'need'; task: number; address: number; origin: number; write: boolean; source: number; len: number }
   /** UFFD_EVENT_FORK: `child` is the new task id the service created for the
    *  child's uffd, with a copy of the parent's lazy state. */
   | { type: 'fork'; task: number; child: number }
@@ -122,7 +122,9 @@ export type PageServiceEvent =
    *  counters (lazyPages: pages it never received). */
   | { type: 'exit'; task: number; stats: PageServiceTaskStats }
   /** An unexpected failure for one task; the task's state is left as it was. */
-  | { type: 'error'; task: number; code: string; errno: number; syscall: string; message: string }
+  /** `fatal`: the service can no longer guarantee the task's memory (a REMOVE over lazy shared pages it could not
+   *  attribute): kill the task. */
+  | { type: 'error'; task: number; code: string; errno: number; syscall: string; message: string; fatal: boolean }
   /** pageServiceSync(token): every command posted before it has been applied. `task` is 0. */
   | { type: 'synced'; task: number; token: number };
 
@@ -226,9 +228,15 @@ export interface NativeAddon {
   // --- page_service.cc
   pageServiceOpen(onEvents: (events: PageServiceEvent[]) => void, custody?: PageServiceCustody): PageServiceHandle;
   /** Adopt `uffd` (the service owns and closes it from now on) as a new task
-   *  whose lazy ranges take data from `source`. Returns the task id. `tag`
-   *  (one line) is journaled with the adoption when the service has custody. */
-  pageServiceAddTask(ps: PageServiceHandle, uffd: number, source: PageSourceHandle, tag?: string): number;
+   *  whose lazy ranges take data from `source`. Returns the task id. `pid`: the
+   *  process of the uffd's mm, needed to tell MADV_DONTNEED from MADV_REMOVE on
+   *  its shared ranges (0 or absent: unknown). `tag` (one line) is journaled
+   *  with the adoption when the service has custody. */
+  pageServiceAddTask(ps: PageServiceHandle, uffd: number, source: PageSourceHandle, pid?: number, tag?: string): number;
+  /** A shared object (shmem: MAP_SHARED|MAP_ANONYMOUS, memfd) of `size` bytes
+   *  whose data `source` holds by object offset; all its pages start lazy and
+   *  are filled once, through whichever task faults or copies first. */
+  pageServiceAddSharedObject(ps: PageServiceHandle, source: PageSourceHandle, size: number): number;
   /** Replay a change a predecessor's journal recorded on `task`'s lazy state. */
   pageServiceApplyChange(
     ps: PageServiceHandle,
@@ -246,8 +254,21 @@ export interface NativeAddon {
   pageServiceSync(ps: PageServiceHandle, token: number): void;
   /** Declare [start, start+len) of `task` lazy: every page needs the data the
    *  source holds (or will hold) at origin + (addr - start). Origin pages the
-   *  source never receives must be declared with pageSourceMarkZero first. */
-  pageServiceAddLazyRange(ps: PageServiceHandle, task: number, start: number, len: number, origin: number): void;
+   *  source never receives must be declared with pageSourceMarkZero first.
+   *  With `object` (from pageServiceAddSharedObject), the range maps that
+   *  object from offset `origin` and shares its lazy state. `unit`: the
+   *  range's kernel page size (default 4096; a huge page size for hugetlb
+   *  memory, which is faulted and copied a whole huge page at a time, and whose
+   *  `need` events then ask for `len` = unit bytes from `origin`). */
+  pageServiceAddLazyRange(
+    ps: PageServiceHandle,
+    task: number,
+    start: number,
+    len: number,
+    origin: number,
+    object?: number,
+    unit?: number,
+  ): void;
   /** Stop serving `task` and close its uffd. */
   pageServiceReleaseTask(ps: PageServiceHandle, task: number): void;
   /** Copy lazy pages whose data is in memory into the task in the background
@@ -267,6 +288,14 @@ export interface NativeAddon {
   pageSourceMarkZero(src: PageSourceHandle, origin: number, len: number): void;
   /** Bytes of page data the source holds. */
   pageSourceBytes(src: PageSourceHandle): number;
+  /** The source's process-wide id (the `source` of `need` events). */
+  pageSourceId(src: PageSourceHandle): number;
+
+  // --- memfd.cc — memfd_create(2), fcntl(2) F_GET_SEALS
+  /** memfd_create(name, flags | MFD_CLOEXEC) in this process. */
+  memfdCreate(name: string, flags: number): number;
+  /** F_GET_SEALS of `fd`, or -1 when the file cannot be sealed. */
+  fileSeals(fd: number): number;
 
   // --- custody.cc: unix sockets carrying fds (SCM_RIGHTS); a path starting with '@' is abstract
   unixConnect(path: string, type: 'seqpacket' | 'dgram'): number;
@@ -382,17 +411,24 @@ export type RestoreExit =
  *  ref >= 0 adds the result of that earlier call (by index) to the argument. */
 export const RESTORE_CALL_BYTES = 16 * 8;
 
-function loadAddon(): NativeAddon {
-  const require = createRequire(import.meta.url);
-  // This file runs from dist/native/index.js after the build; the addon sits
-  // in build/Release at the package root either way.
+/**
+ * A file node-gyp built into build/Release at the package root: the addon, the restorer helper, the keeper.
+ * This file runs from dist/native/index.js after the build, or from native/ in a checkout; null when not built.
+ */
+export function builtFile(name: string): string | null {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 4; i++) {
-    const candidate = join(dir, 'build', 'Release', 'lazyrestore.node');
-    if (existsSync(candidate)) return require(candidate) as NativeAddon;
+    const candidate = join(dir, 'build', 'Release', name);
+    if (existsSync(candidate)) return candidate;
     dir = dirname(dir);
   }
-  throw new Error('lazyrestore native addon is not built: run `npm run setup` (node-gyp rebuild)');
+  return null;
+}
+
+function loadAddon(): NativeAddon {
+  const path = builtFile('lazyrestore.node');
+  if (path === null) throw new Error('lazyrestore native addon is not built: run `npm run setup` (node-gyp rebuild)');
+  return createRequire(import.meta.url)(path) as NativeAddon;
 }
 
 export const native: NativeAddon = loadAddon();

@@ -11,8 +11,7 @@ import { join } from 'node:path';
 import { startDaemon, type Daemon } from '../daemon/service.js';
 import { DaemonClient, type Answer } from '../cli/client.js';
 import type { ProblemBody, RestoreBody } from '../api/schemas.js';
-import { checkLazySupported } from '../daemon/restore/lazy.js';
-import { killAll, leftOver, sleep, tempDir, Workload } from './support/restore.js';
+import { killAll, lazyMissing, leftOver, sleep, tempDir, Workload } from './support/restore.js';
 
 const tmp = tempDir('api-restore');
 let daemon: Daemon;
@@ -20,14 +19,6 @@ let api: DaemonClient;
 const workloads: Workload[] = [];
 const pids: number[] = [];
 
-function lazyMissing(): string | false {
-  try {
-    checkLazySupported();
-    return false;
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
 const noLazy = lazyMissing();
 
 before(async () => {

@@ -11,8 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startDaemon, type Daemon } from '../daemon/service.js';
 import { DaemonClient } from '../cli/client.js';
-import { checkLazySupported } from '../daemon/restore/lazy.js';
-import { killAll, leftOver, sleep, tempDir, Workload } from './support/restore.js';
+import { killAll, lazyMissing, leftOver, sleep, tempDir, Workload } from './support/restore.js';
 import { repoRoot } from './support/programs.js';
 
 const run = promisify(execFile);
@@ -23,14 +22,6 @@ let socket: string;
 let w: Workload | undefined;
 let dumpedSize = 0;
 
-function lazyMissing(): string | false {
-  try {
-    checkLazySupported();
-    return false;
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
 const noLazy = lazyMissing();
 
 async function lazyrestore(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

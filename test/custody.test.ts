@@ -1,6 +1,7 @@
 /**
  * Custody of uffds across daemon crashes and restarts (daemon/custody/): the keeper holds fds by name and hands
- * them back; a daemon killed with SIGKILL while a restored task faults through 512 MiB of lazy memory is replaced
+ * them back; a `lazyrestore restore` without a daemon that is killed mid-way leaves its task to a daemon started
+ * later; a daemon killed with SIGKILL while a restored task faults through 512 MiB of lazy memory is replaced
  * by a new one that takes the task over, and the task verifies every byte; a daemon closed gracefully leaves its
  * lazy tasks waiting for the next one; a task whose state cannot be known exactly is killed, never served zeros.
  */
@@ -13,24 +14,18 @@ import { native } from '../native/index.js';
 import { DaemonClient } from '../cli/client.js';
 import type { RestoreBody } from '../api/schemas.js';
 import { connectKeeper, keeperDrop, keeperTake } from '../daemon/custody/keeper.js';
+import { dump } from '../daemon/dump/index.js';
+import { startDaemon } from '../daemon/service.js';
+import { ImageStore } from '../daemon/store/index.js';
 import { parseJournal } from '../daemon/custody/journal.js';
-import { checkLazySupported } from '../daemon/restore/lazy.js';
 import { repoRoot } from './support/programs.js';
-import { killAll, leftOver, sleep, tempDir, until, Workload } from './support/restore.js';
+import { killAll, lazyMissing, leftOver, sleep, tempDir, until, Workload } from './support/restore.js';
 
 const tmp = tempDir('custody');
 const workloads: Workload[] = [];
 const daemons: ChildProcess[] = [];
 const pids: number[] = [];
 
-function lazyMissing(): string | false {
-  try {
-    checkLazySupported();
-    return false;
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
 const noLazy = lazyMissing();
 
 after(async () => {
@@ -120,7 +115,7 @@ test('the journal replays ranges, events and forks; a torn line makes its task u
   const j = parseJournal(
     [
       'A 1 {"image":"i","mm":"mm:5","pid":5,"start":7}',
-      'R 1 0x10000 0x4000 0x10000',
+      'R 1 0x10000 0x4000 0x10000 0 0x1000',
       'X 1 0x11000 0x12000',
       'F 1 2',
       'M 2 0x10000 0x20000 0x4000',
@@ -202,6 +197,82 @@ test('a task whose uffd the dead daemon was reading is killed, not served on a g
   assert.deepEqual(await leftOver([w.pid]), [], 'the task is gone');
   assert.doesNotMatch(w.output(), /CHECK/, 'it never read its memory');
   assert.deepEqual(await api.tasks(), []);
+  second.child.kill('SIGTERM');
+  await until('the daemon to stop', () => (second.child.exitCode !== null ? true : undefined));
+});
+
+test('restore without a daemon, killed mid-way: a daemon started later takes its task over', async (t) => {
+  if (noLazy) return t.skip(`lazy restore unsupported: ${noLazy}`);
+  const dir = join(tmp.path, 'embedded');
+  const data = join(dir, 'data');
+  const store = await ImageStore.open(data);
+  const w = new Workload(join(dir, 'e.out'), 'restore_mem', ['512', join(dir, 'e.go')]);
+  workloads.push(w);
+  pids.push(await w.started());
+  await w.waitOutput(/^tick 2$/m);
+  await dump(store, w.pid, { name: 'e' });
+  await w.reaped();
+  await store.close();
+
+  const env = { ...process.env, LAZYRESTORE_SOCKET: join(dir, 'api.sock') };
+  const cli = spawn(process.execPath, [join(repoRoot, 'dist', 'cli', 'main.js'), 'restore', 'e', '--data-dir', data], {
+    env,
+    stdio: 'ignore',
+  });
+  daemons.push(cli);
+  const custody = join(dir, 'custody');
+  const journal = () => {
+    const f = existsSync(custody) ? readdirSync(custody).find((x) => x.endsWith('.journal')) : undefined;
+    return f === undefined ? '' : readFileSync(join(custody, f), 'utf8');
+  };
+  const dumped = w.output().length;
+  await until('the task to be in custody', () => (/^A \d+ /m.test(journal()) ? true : undefined));
+  await w.waitOutput(new RegExp(`^[\\s\\S]{${dumped}}tick \\d+\\n`)); // the restored program runs on
+  writeFileSync(join(dir, 'e.go'), '');
+  assert.doesNotMatch(journal(), /^G /m, 'the task is still lazy when the command dies');
+  cli.kill('SIGKILL');
+  await until('the command to die', () => (cli.signalCode ? true : undefined));
+
+  const daemon = await startDaemon({ socketPath: join(dir, 'api.sock'), dataDir: data, logLevel: 'silent' });
+  try {
+    assert.equal(daemon.recovery.adopted.length, 1);
+    assert.equal(daemon.recovery.adopted[0]!.pid, w.pid);
+    assert.deepEqual(daemon.recovery.killed, []);
+    await w.waitOutput(/^CHECK OK 512\nDONE$/m, 120_000);
+    assert.deepEqual(await leftOver([w.pid]), []);
+  } finally {
+    await daemon.close();
+  }
+});
+
+test('tasks with lazy shared memory are killed by a successor, which cannot take them over yet', async (t) => {
+  if (noLazy) return t.skip(`lazy restore unsupported: ${noLazy}`);
+  const dir = join(tmp.path, 'shmem');
+  const first = new DaemonProcess(dir);
+  let api = await first.ready();
+  const w = new Workload(join(dir, 's.out'), 'restore_shmem', ['256', join(dir, 's.go')]);
+  workloads.push(w);
+  await w.started();
+  const m = await w.waitOutput(/^READY (\d+) (\d+) (\d+)$/m);
+  const tree = [Number(m[1]), Number(m[2]), Number(m[3])];
+  pids.push(...tree);
+  await api.dump({ pid: tree[0]!, name: 's' });
+  await w.reaped();
+  assert.deepEqual(await leftOver(tree), []);
+  await restoreRunning(api, 's');
+  const tasks = await api.tasks();
+  assert.ok(
+    tasks.some((x) => x.lazyPages > 0),
+    'pages are still lazy when the daemon dies',
+  );
+  await first.kill9();
+
+  const second = new DaemonProcess(dir);
+  api = await second.ready();
+  await until('the kills in the log', () => (/custody: killed process/.test(second.log) ? true : undefined));
+  assert.match(second.log, /it has lazy shared memory or huge pages, which a successor cannot take over yet/);
+  assert.deepEqual(await leftOver(tree), [], 'the whole tree is gone');
+  assert.doesNotMatch(w.output(), /VERIFY/, 'no process read its memory');
   second.child.kill('SIGTERM');
   await until('the daemon to stop', () => (second.child.exitCode !== null ? true : undefined));
 });

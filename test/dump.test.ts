@@ -603,8 +603,31 @@ test(
   },
 );
 
-test('a memfd mapping is refused as UNSUPPORTED_MAPPING, naming the mapping', { skip }, async () => {
-  const s = await start('dump_counter', ['memfd']);
+test(
+  'a sealed memfd mapping is refused as UNSUPPORTED_MAPPING, naming the mapping and its seals',
+  { skip },
+  async () => {
+    const s = await start('dump_counter', ['memfd']);
+    try {
+      await withStore(async (store) => {
+        const before = await counterState(s);
+        const at = s.addr('memfd').toString(16);
+        await refused(
+          store,
+          s.pid,
+          'UNSUPPORTED_MAPPING',
+          new RegExp(`process ${s.pid}: mapping 0x${at}-0x[0-9a-f]+ maps /memfd:dump-counter, a memfd with seals 0x6,`),
+        );
+        await assertUnharmed(s, before);
+      });
+    } finally {
+      s.prog.kill();
+    }
+  },
+);
+
+test('System V shared memory is refused as UNSUPPORTED_MAPPING, naming what restore lacks', { skip }, async () => {
+  const s = await start('dump_counter', ['sysv']);
   try {
     await withStore(async (store) => {
       const before = await counterState(s);
@@ -613,7 +636,9 @@ test('a memfd mapping is refused as UNSUPPORTED_MAPPING, naming the mapping', { 
         store,
         s.pid,
         'UNSUPPORTED_MAPPING',
-        new RegExp(`process ${s.pid}: mapping 0x${at}-0x[0-9a-f]+ maps a memfd`),
+        new RegExp(
+          `process ${s.pid}: mapping 0x${at}-0x[0-9a-f]+ is System V shared memory \\(/SYSV00000000\\), which restore does not recreate`,
+        ),
       );
       await assertUnharmed(s, before);
     });

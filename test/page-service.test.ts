@@ -269,6 +269,8 @@ test('a page not in memory yet raises one need, and provide() releases every wai
       address: target.addr + 3 * PAGE,
       origin: origin + 3 * PAGE,
       write: false,
+      source: source.id,
+      len: PAGE,
     });
     source.provide(origin + 3 * PAGE, patternPages(seed, target.addr + 3 * PAGE, PAGE));
     assert.equal(await target.prog.waitFor('OK'), 'OK');
@@ -279,6 +281,22 @@ test('a page not in memory yet raises one need, and provide() releases every wai
   } finally {
     target.prog.kill();
     await service.close({ closeUffds: true });
+  }
+});
+
+test('shared objects and huge-page ranges are checked where they cross into the addon', async (t) => {
+  if (!uffdUsable(t)) return;
+  const s = await serve(2);
+  try {
+    assert.throws(() => s.service.addLazyRange(s.task, s.addr, PAGE, s.addr, 99), /unknown shared object 99/);
+    assert.throws(() => s.service.addSharedObject(new PageSource(), 0), /size must not be 0/);
+    const obj = s.service.addSharedObject(new PageSource(), 4 * PAGE);
+    const huge = 2 << 20;
+    assert.throws(() => s.service.addLazyRange(s.task, 512 * huge, huge, 0, obj, huge), /cannot have huge pages/);
+    assert.throws(() => s.service.addLazyRange(s.task, s.addr, 3 * PAGE, s.addr, 0, 3 * PAGE), /power of two/);
+    assert.throws(() => s.service.addLazyRange(s.task, 512 * huge + PAGE, huge, 0, 0, huge), /multiples of/);
+  } finally {
+    await cleanup(s);
   }
 });
 

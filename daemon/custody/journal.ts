@@ -6,7 +6,8 @@
  *
  * Lines (addresses in hex):
  *   A <id> <tag JSON>              adopted (tag: CustodyTag, plus `from` when it was itself taken over)
- *   R <id> <start> <len> <origin>  lazy range
+ *   R <id> <start> <len> <origin> <object> <unit>
+ *                                  lazy range (object: shared object id, 0 for private memory; unit: page size)
  *   F <parent> <child>             UFFD_EVENT_FORK
  *   M <id> <from> <to> <len>       UFFD_EVENT_REMAP
  *   X <id> <start> <end>           UFFD_EVENT_REMOVE
@@ -18,7 +19,8 @@
 import type { CustodyTag } from '../restore/lazy.js';
 
 export type ReplayOp =
-  | { kind: 'range'; start: number; len: number; origin: number }
+  /** object: the shared object the range maps (0 for private memory); unit: its page size. */
+  | { kind: 'range'; start: number; len: number; origin: number; object: number; unit: number }
   | { kind: 'remap'; from: number; to: number; len: number }
   | { kind: 'remove' | 'unmap'; start: number; end: number };
 
@@ -81,7 +83,14 @@ function applyLine(j: Journal, line: string): void {
       return;
     }
     case 'R':
-      task(num(f[0])).ops.push({ kind: 'range', start: num(f[1]), len: num(f[2]), origin: num(f[3]) });
+      task(num(f[0])).ops.push({
+        kind: 'range',
+        start: num(f[1]),
+        len: num(f[2]),
+        origin: num(f[3]),
+        object: num(f[4]),
+        unit: num(f[5]),
+      });
       return;
     case 'M':
       task(num(f[0])).ops.push({ kind: 'remap', from: num(f[1]), to: num(f[2]), len: num(f[3]) });

@@ -5,10 +5,8 @@
  * `kill -9` of the daemon leaves it alone; it exits by itself once it holds nothing and nobody is connected.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { isSystemError, native } from '../../native/index.js';
+import { rmSync } from 'node:fs';
+import { builtFile, isSystemError, native } from '../../native/index.js';
 import { LazyRestoreError } from '../errors.js';
 
 const START_TIMEOUT_MS = 5_000;
@@ -16,12 +14,8 @@ const ANSWER_TIMEOUT_MS = 5_000;
 
 /** build/Release/lazyrestore-keeper at the package root (built by node-gyp with the addon). */
 export function keeperPath(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    const candidate = join(dir, 'build', 'Release', 'lazyrestore-keeper');
-    if (existsSync(candidate)) return candidate;
-    dir = dirname(dir);
-  }
+  const path = builtFile('lazyrestore-keeper');
+  if (path !== null) return path;
   throw new LazyRestoreError('CUSTODY_UNAVAILABLE', 'the keeper is not built: run `npm run setup` (node-gyp rebuild)');
 }
 

@@ -15,6 +15,7 @@ import { readStat } from '../proc/stat.js';
 import { processChildren } from '../proc/tasks.js';
 import { LazySession, sourceCache, type CustodyTag } from '../restore/lazy.js';
 import type { ImageStore } from '../store/index.js';
+import { PAGE } from '../restore/sys.js';
 import type { Custody, DeadJournal } from './index.js';
 import { parseJournal, type Journal, type JournalTask } from './journal.js';
 
@@ -93,6 +94,8 @@ function takeOver(
     if (d.marker === t.id) reason = 'the daemon died while reading its uffd (an event may be lost)';
     else if (journal.uncertain.has(t.id)) reason = 'its journal has an unreadable line';
     else if (fd === undefined) reason = 'its uffd was not in custody';
+    else if (t.ops.some((op) => op.kind === 'range' && (op.object !== 0 || op.unit !== PAGE)))
+      reason = 'it has lazy shared memory or huge pages, which a successor cannot take over yet';
     if (reason !== null) {
       kill(ctx, journal, t, reason);
       continue;
@@ -110,7 +113,7 @@ function adopt(ctx: Context, t: JournalTask, name: string, fd: number): void {
   const { service } = ctx;
   const entry = sourceCache.get(t.tag.image, t.tag.mm);
   const tag: CustodyTag & { from: string } = { ...t.tag, from: name };
-  const id = service.addTask(fd, entry.source, tag);
+  const id = service.addTask(fd, entry.source, t.tag.pid ?? 0, tag);
   for (const op of t.ops) {
     if (op.kind === 'range') service.addLazyRange(id, op.start, op.len, op.origin);
     else if (op.kind === 'remap') service.applyChange(id, 'remap', op.from, op.to, op.len);

@@ -97,6 +97,8 @@ export interface VmaRecord {
   vmFlags: string[];
   /** [anon:<name>] set with PR_SET_VMA_ANON_NAME, else absent. */
   anonName?: string;
+  /** Private anonymous hugetlb memory (MAP_HUGETLB): its huge page size in bytes (2 MiB); absent otherwise. */
+  hugePageSize?: number;
 }
 
 export interface FdBase {
@@ -185,6 +187,11 @@ export interface ShmemRecord {
   id: string;
   /** Size of the object (st_size of the shmem file), bytes. */
   size: number;
+  /** `memfd`: a memfd_create(2) file; absent or `anon`: MAP_SHARED|MAP_ANONYMOUS memory. */
+  kind?: 'anon' | 'memfd';
+  /** memfd only: its name (without the `memfd:` prefix) and F_GET_SEALS (1: not sealable, 0: sealable, no seal). */
+  name?: string;
+  seals?: number;
 }
 
 /** Everything a dump writes besides page data. */

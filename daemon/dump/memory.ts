@@ -6,6 +6,7 @@
  */
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import {
+  anonPageToDump,
   PAGE_SIZE,
   PM_HI,
   privatePageRuns,
@@ -15,6 +16,7 @@ import {
   type VmFlag,
 } from '../proc/index.js';
 import type { Problem } from '../errors.js';
+import { native } from '../../native/index.js';
 import type { VmaContent, VmaRecord } from './image.js';
 
 /** The largest piece of memory read with one pread (and handed to the store in one addPages). */
@@ -22,7 +24,6 @@ export const READ_PAGES = 2048;
 const SPECIAL_CONTENT: Record<string, VmaContent> = { vdso: 'vdso', vvar: 'vvar', vvar_vclock: 'vvar_vclock' };
 /** VmFlags that mean the memory is not plain pages the restore can place. */
 const REFUSED_FLAGS: Record<string, string> = {
-  ht: 'hugetlb memory (restore of hugetlbfs mappings is not implemented)',
   ss: 'a shadow stack',
   um: 'registered with a userfaultfd of the process (missing mode)',
   uw: 'registered with a userfaultfd of the process (write-protect mode)',
@@ -34,10 +35,15 @@ const REFUSED_FLAGS: Record<string, string> = {
 /** Flags derived from other fields of the record, left out of vmFlags. */
 const DERIVED_FLAGS = new Set(['rd', 'wr', 'ex', 'sh', 'ms', 'gd', 'ac', 'sd']);
 
-/** A shared anonymous object one process maps: where to read it from while the tree is frozen. */
+/** A shared object (shared anonymous memory, a memfd) one process maps: where to read it from while the tree is
+ *  frozen. */
 export interface ShmemRef {
   id: string;
   size: number;
+  /** `memfd`: a memfd_create(2) file (its name and seals); `anon`: MAP_SHARED|MAP_ANONYMOUS memory. */
+  kind: 'anon' | 'memfd';
+  name?: string;
+  seals?: number;
   /** Pages of the object this process has mapped (smaps Rss + Swap of the VMA): a lower bound of its use. */
   mappedPages: number;
   pid: number;
@@ -92,7 +98,9 @@ function isAnon(v: SmapsVma): boolean {
 }
 
 type VmaPlan =
-  { record: VmaRecord; runs?: boolean; shmem?: ShmemRef; special?: boolean } | { problem: string } | { skip: true };
+  | { record: VmaRecord; runs?: boolean; shmem?: ShmemRef; special?: boolean; huge?: boolean }
+  | { problem: string }
+  | { skip: true };
 
 function planFile(pid: number, v: SmapsVma): VmaPlan {
   if (v.deleted) return { problem: `maps the unlinked file ${v.path}` };
@@ -114,23 +122,65 @@ function planFile(pid: number, v: SmapsVma): VmaPlan {
   return { record: { ...baseRecord(v, 'file'), file }, runs: !v.shared };
 }
 
+/** F_SEAL_SEAL: set on every memfd made without MFD_ALLOW_SEALING (fcntl(2), "File Sealing"). */
+const F_SEAL_SEAL = 1;
+
 function planShmem(pid: number, v: SmapsVma): VmaPlan {
-  if (/^\/SYSV[0-9a-f]{8}$/.test(v.path)) return { problem: `is System V shared memory (${v.path})` };
+  if (/^\/SYSV[0-9a-f]{8}$/.test(v.path))
+    return { problem: `is System V shared memory (${v.path}), which restore does not recreate (shmget/shmat)` };
   const path = mapFilesPath(pid, v);
+  const memfd = v.kind === 'memfd';
   let st;
+  let seals = -1;
   try {
     st = statSync(path, { bigint: true });
+    if (memfd) {
+      const fd = openSync(path, 'r');
+      try {
+        seals = native.fileSeals(fd);
+      } finally {
+        closeSync(fd);
+      }
+    }
   } catch (e) {
-    return { problem: `is shared anonymous memory that cannot be identified (${String(e)})` };
+    return { problem: `is shared memory that cannot be identified (${String(e)})` };
   }
+  // Without MFD_ALLOW_SEALING a memfd has exactly F_SEAL_SEAL; with it, none until the program adds some. Other
+  // seals (write, grow, shrink, exec) would have to be added back after the lazy fill, which needs writes.
+  if (memfd && seals !== 0 && seals !== F_SEAL_SEAL)
+    return { problem: `maps ${v.path}, a memfd with seals 0x${seals.toString(16)}, which restore cannot put back` };
   const id = String(st.ino);
   const mappedPages = (v.sizes.Rss + v.sizes.Swap) / PAGE_SIZE;
-  const shmem: ShmemRef = { id, size: Number(st.size), mappedPages, pid, path };
+  const shmem: ShmemRef = memfd
+    ? { id, size: Number(st.size), kind: 'memfd', name: v.path.slice('/memfd:'.length), seals, mappedPages, pid, path }
+    : { id, size: Number(st.size), kind: 'anon', mappedPages, pid, path };
   return { record: { ...baseRecord(v, 'shmem'), shmem: id }, shmem };
+}
+
+/** The one huge page size restore recreates (MAP_HUGE_2MB). */
+export const HUGE_PAGE_SIZE = 2 << 20;
+
+/**
+ * Hugetlb memory: private anonymous MAP_HUGETLB memory (maps calls it "/anon_hugepage (deleted)") with 2 MiB
+ * pages is dumped like private memory, whole huge pages at a time (pagemap reports each 4 KiB piece of a present
+ * huge page present). Shared hugetlb memory and hugetlbfs files are refused, naming what they are.
+ */
+function planHugetlb(v: SmapsVma): VmaPlan {
+  const size = v.sizes.KernelPageSize;
+  if (!(v.deleted && v.path === '/anon_hugepage'))
+    return { problem: `is a hugetlbfs file mapping (${v.path}), which restore does not recreate` };
+  if (v.shared)
+    return { problem: 'is shared hugetlb memory (MAP_SHARED|MAP_HUGETLB), which restore does not recreate' };
+  if (size !== HUGE_PAGE_SIZE)
+    return { problem: `is hugetlb memory with ${size >> 10} KiB pages; restore recreates only 2 MiB huge pages` };
+  const rec = { ...baseRecord(v, 'anon'), kind: 'anon', offset: 0, hugePageSize: size };
+  rec.vmFlags = rec.vmFlags.filter((f) => f !== 'ht' && f !== 'de'); // implied by MAP_HUGETLB
+  return { record: rec, runs: true, huge: true };
 }
 
 function planVma(pid: number, v: SmapsVma): VmaPlan {
   if (v.kind === 'vsyscall') return { skip: true }; // the kernel's fixed page; every process gets the same one
+  if (v.vmFlags.has('ht')) return planHugetlb(v);
   for (const [flag, what] of Object.entries(REFUSED_FLAGS)) {
     // The kernel's own special mappings ([vvar] is VM_IO|VM_PFNMAP) are recreated by the restorer, not copied.
     if (v.vmFlags.has(flag as VmFlag) && !SPECIAL_CONTENT[v.kind]) return { problem: `is ${what}` };
@@ -138,7 +188,8 @@ function planVma(pid: number, v: SmapsVma): VmaPlan {
   if (v.sizes.KernelPageSize !== PAGE_SIZE) return { problem: `has ${v.sizes.KernelPageSize}-byte pages (hugetlb)` };
   const special = SPECIAL_CONTENT[v.kind];
   if (special) return { record: baseRecord(v, special), special: true };
-  if (v.kind === 'memfd') return { problem: `maps a memfd (${v.path})` };
+  if (v.kind === 'memfd')
+    return v.shared ? planShmem(pid, v) : { problem: `is a private mapping of a memfd (${v.path})` };
   if (v.kind === 'shmem') return v.shared ? planShmem(pid, v) : { problem: `is a private mapping of ${v.path}` };
   if (v.kind === 'file') return planFile(pid, v);
   if (isAnon(v)) {
@@ -174,7 +225,7 @@ export function planMemory(pid: number, vmas: SmapsVma[], pagemap?: PagemapFile)
     plan.vmas.push(p.record);
     if (p.special) plan.specials.push({ name: v.kind, size: v.end - v.start });
     if (p.shmem) plan.shmem.push(p.shmem);
-    if (p.runs) plan.estimatedPages += (v.sizes.Anonymous + v.sizes.Swap) / PAGE_SIZE;
+    if (p.runs) plan.estimatedPages += (v.sizes.Anonymous + v.sizes.Swap + v.sizes.Private_Hugetlb) / PAGE_SIZE;
     if (p.runs && pagemap) {
       if (pagemap.scan(v.start, v.end, (hi) => (hi & PM_HI.guard) !== 0).length > 0) {
         const what = `mapping ${hexRange(v)}`;
@@ -182,13 +233,28 @@ export function planMemory(pid: number, vmas: SmapsVma[], pagemap?: PagemapFile)
         plan.problems.push({ code: 'UNSUPPORTED_MAPPING', pid, what, message });
         continue;
       }
-      for (const run of privatePageRuns(pagemap, v)) {
+      const runs = p.huge ? hugePageRuns(pagemap, v) : privatePageRuns(pagemap, v);
+      for (const run of runs) {
         plan.runs.push(run);
         plan.pages += run.pages;
       }
     }
   }
   return plan;
+}
+
+/** The present huge pages of a hugetlb VMA, as runs of whole huge pages. */
+function hugePageRuns(pagemap: PagemapFile, v: SmapsVma): PageRun[] {
+  const out: PageRun[] = [];
+  for (const r of pagemap.scan(v.start, v.end, anonPageToDump)) {
+    const start = Math.floor(r.start / HUGE_PAGE_SIZE) * HUGE_PAGE_SIZE;
+    const end = Math.min(v.end, Math.ceil((r.start + r.pages * PAGE_SIZE) / HUGE_PAGE_SIZE) * HUGE_PAGE_SIZE);
+    const last = out[out.length - 1];
+    if (last && last.start + last.pages * PAGE_SIZE >= start) {
+      last.pages = Math.max(last.pages, (end - last.start) / PAGE_SIZE);
+    } else out.push({ start, pages: (end - start) / PAGE_SIZE });
+  }
+  return out;
 }
 
 /** A piece of page data on its way to the store. */

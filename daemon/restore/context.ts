@@ -37,6 +37,10 @@ export interface RestoreStepOptions {
 export class RestoreContext {
   readonly tasks = new Map<number, ProcTask>();
   readonly notes: string[] = [];
+  /** Shared objects left lazy (see planLazyShmem); the others are written before the tree runs. */
+  lazyShmem = new Set<string>();
+  /** Hugetlb memory is left lazy (the kernel offers UFFD_FEATURE_MISSING_HUGETLBFS); else written eagerly. */
+  lazyHuge = false;
 
   constructor(
     readonly store: ImageStore,

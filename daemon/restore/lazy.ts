@@ -11,11 +11,12 @@
  */
 import { native, UFFD_FEATURES, UFFDIO_REGISTER_MODE_MISSING, uffdFeatureNames } from '../../native/index.js';
 import { PageSource, type PageService, type PageServiceEvents } from '../page-service.js';
+import type { PageServiceTaskStats } from '../../native/index.js';
 import { LazyRestoreError } from '../errors.js';
-import { mmIdOf } from '../dump/image.js';
+import { mmIdOf, shmemMmId } from '../dump/image.js';
 import { isStoreError, type ImageStore, type PageWindow } from '../store/index.js';
 import type { ProcTask, RestoreContext } from './context.js';
-import { isLazyVma } from './memory.js';
+import { isLazyShmemVma, isLazyVma } from './memory.js';
 import { readStat } from '../proc/stat.js';
 import { PAGE, SYS, UFFD_FLAGS } from './sys.js';
 
@@ -106,8 +107,17 @@ export class SourceEntry {
     readonly mmId: string,
   ) {}
 
-  /** Brings the window holding `origin` in (once, however many faults ask for it). */
-  need(store: ImageStore, origin: number): Promise<void> {
+  /** Brings the windows of [origin, origin+len) in (each once, however many faults ask for it): one for a page,
+   *  all of a huge page's. */
+  need(store: ImageStore, origin: number, len = PAGE): Promise<void> {
+    if (len <= WINDOW) return this.needWindow(store, origin);
+    const first = origin - (origin % WINDOW);
+    const all: Array<Promise<void>> = [];
+    for (let w = first; w < origin + len; w += WINDOW) all.push(this.needWindow(store, w));
+    return Promise.all(all).then(() => undefined);
+  }
+
+  private needWindow(store: ImageStore, origin: number): Promise<void> {
     const window = origin - (origin % WINDOW);
     let pending = this.inflight.get(store);
     if (!pending) this.inflight.set(store, (pending = new Map<number, Promise<void>>()));
@@ -195,7 +205,9 @@ export const sourceCache = new SourceCache();
 export interface LazyStats {
   /** Restored tasks (and children they forked) the service followed. */
   tasks: number;
-  /** Pages placed by faults (copied or zero) and by the background copy. */
+  /** Faults resolved (a page each; a huge page for hugetlb memory), and the other pages the service placed (copied
+   *  or zeroed) into the tasks, as their final counters say: a page of a shared object is placed once, through one
+   *  of the tasks that map it. */
   faultPages: number;
   backgroundPages: number;
   /** Page data already in memory when the restore began (a repeated restore of the image). */
@@ -206,11 +218,20 @@ export interface LazyStats {
   completeMs: number;
 }
 
+/** A shared object of this restore: its page data (shared by every restore of the image) and its lazy state in
+ *  the page service (this restore's object only). */
+interface SharedServed {
+  entry: SourceEntry;
+  object: number;
+}
+
 interface Served {
   pid: number;
   entry: SourceEntry;
   lazyPages: number;
   faults: number;
+  /** Pages the service placed into the task (from its final counters), once known. */
+  placed: number | null;
   done: boolean;
 }
 
@@ -218,6 +239,10 @@ interface Served {
 export class LazySession {
   private readonly served = new Map<number, Served>();
   private readonly entries = new Set<SourceEntry>();
+  /** By shmem id. */
+  private readonly shared = new Map<string, SharedServed>();
+  /** Every source this restore feeds, by PageSource id (`need` events name the source). */
+  private readonly bySource = new Map<number, SourceEntry>();
   private readonly errors: string[] = [];
   private readonly listeners: Array<() => void> = [];
   private cachedBytes = 0;
@@ -236,15 +261,20 @@ export class LazySession {
     private readonly t0: number,
     private readonly onFatal: (e: unknown) => void,
     private readonly chunkBytes = 1 << 20,
+    private readonly background = true,
   ) {
     this.completion = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     this.completion.catch(() => undefined);
-    this.listen('need', (e) => this.onNeed(e.task, e.origin));
-    this.listen('complete', (e) => this.finish(e.task));
-    this.listen('exit', (e) => this.finish(e.task));
+    this.listen('need', (e) => this.onNeed(e.task, e.origin, e.source, e.len));
+    this.listen('complete', (e) => this.finish(e.task, e.stats));
+    this.listen('exit', (e) => this.finish(e.task, e.stats));
     this.listen('fork', (e) => this.onFork(e.task, e.child));
     this.listen('taskError', (e) => {
-      if (this.served.has(e.task)) this.errors.push(`task of process ${this.served.get(e.task)!.pid}: ${e.message}`);
+      if (!this.served.has(e.task)) return;
+      const what = `task of process ${this.served.get(e.task)!.pid || '(forked after restore)'}: ${e.message}`;
+      this.errors.push(what);
+      // The service can no longer vouch for this task's memory: it must not run on.
+      if (e.fatal) this.fail(new LazyRestoreError('RESTORE_FAILED', `lazy memory is no longer certain: ${what}`));
     });
   }
 
@@ -255,8 +285,10 @@ export class LazySession {
 
   /** Creates, negotiates and registers the uffd of `task`, and hands it to the page service. */
   async register(ctx: RestoreContext, task: ProcTask): Promise<void> {
-    const vmas = task.image.record!.vmas.filter(isLazyVma);
-    if (vmas.length === 0) return;
+    const vmas = task.image.record!.vmas.filter((v) => isLazyVma(v, ctx.lazyHuge));
+    const huge = vmas.some((v) => v.hugePageSize !== undefined);
+    const shmemVmas = task.image.record!.vmas.filter((v) => isLazyShmemVma(v, ctx.lazyShmem));
+    if (vmas.length === 0 && shmemVmas.length === 0) return;
     const b = ctx.batch(task);
     b.call('userfaultfd', SYS.userfaultfd, [UFFD_FLAGS]);
     const [inTask] = await b.run();
@@ -275,9 +307,15 @@ export class LazySession {
     const entry = sourceCache.get(this.imageId, mmIdOf(task.pid));
     let id: number;
     try {
-      native.uffdApi(uffd, LAZY_FEATURES);
-      for (const v of vmas) native.uffdRegister(uffd, v.start, v.end - v.start, UFFDIO_REGISTER_MODE_MISSING);
-      id = this.service.addTask(uffd, entry.source, {
+      // MISSING_SHMEM only when needed: a kernel without it still restores private memory lazily.
+      const features =
+        LAZY_FEATURES |
+        (shmemVmas.length > 0 ? UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM : 0) |
+        (huge ? UFFD_FEATURES.UFFD_FEATURE_MISSING_HUGETLBFS : 0);
+      native.uffdApi(uffd, features);
+      for (const v of [...vmas, ...shmemVmas])
+        native.uffdRegister(uffd, v.start, v.end - v.start, UFFDIO_REGISTER_MODE_MISSING);
+      id = this.service.addTask(uffd, entry.source, task.pid, {
         image: this.imageId,
         mm: mmIdOf(task.pid),
         pid: task.pid,
@@ -290,15 +328,46 @@ export class LazySession {
     // From here the service owns the uffd.
     let pages = 0;
     for (const v of vmas) {
-      this.service.addLazyRange(id, v.start, v.end - v.start, v.start);
+      this.service.addLazyRange(id, v.start, v.end - v.start, v.start, 0, v.hugePageSize ?? PAGE);
       pages += (v.end - v.start) / PAGE;
     }
-    this.service.setBackground(id, true, this.chunkBytes);
+    for (const v of shmemVmas) {
+      const obj = this.sharedObject(ctx, v.shmem!);
+      this.service.addLazyRange(id, v.start, v.end - v.start, v.offset, obj.object);
+      pages += (v.end - v.start) / PAGE;
+    }
+    if (this.background) this.service.setBackground(id, true, this.chunkBytes);
     task.serviceTask = id;
     entry.users++;
+    this.addEntry(entry);
+    this.served.set(id, { pid: task.pid, entry, lazyPages: pages, faults: 0, placed: null, done: false });
+  }
+
+  private addEntry(entry: SourceEntry): void {
     if (!this.entries.has(entry)) this.cachedBytes += entry.source.bytes;
     this.entries.add(entry);
-    this.served.set(id, { pid: task.pid, entry, lazyPages: pages, faults: 0, done: false });
+    this.bySource.set(entry.source.id, entry);
+  }
+
+  /** The service's object for shared object `id`, made on first use: its data is fetched once for every task
+   *  that maps it, and each page is filled once, through whichever task needs it first. */
+  private sharedObject(ctx: RestoreContext, id: string): SharedServed {
+    let s = this.shared.get(id);
+    if (!s) {
+      const entry = sourceCache.get(this.imageId, shmemMmId(id));
+      const size = Math.ceil(ctx.img.shmem.get(id)!.size / PAGE) * PAGE;
+      s = { entry, object: this.service.addSharedObject(entry.source, size) };
+      // One user for the whole restore: the object's data is needed until every task is complete.
+      entry.users++;
+      this.addEntry(entry);
+      this.shared.set(id, s);
+    }
+    return s;
+  }
+
+  private releaseShared(): void {
+    for (const s of this.shared.values()) s.entry.users--;
+    this.shared.clear();
   }
 
   /** Resolves once every uffd registered so far is journaled and in custody (when the service has custody). */
@@ -311,7 +380,7 @@ export class LazySession {
   adopt(id: number, pid: number, entry: SourceEntry): void {
     entry.users++;
     this.entries.add(entry);
-    this.served.set(id, { pid, entry, lazyPages: 0, faults: 0, done: false });
+    this.served.set(id, { pid, entry, lazyPages: 0, faults: 0, placed: null, done: false });
   }
 
   /** Called once the tree runs: feeds every address space, and completes when every task has. */
@@ -333,17 +402,18 @@ export class LazySession {
     }
   }
 
-  private onNeed(task: number, origin: number): void {
+  private onNeed(task: number, origin: number, source: number, len: number): void {
     const s = this.served.get(task);
     if (!s) return;
-    s.entry.need(this.store, origin).catch((e: unknown) => this.fail(e));
+    const entry = this.bySource.get(source) ?? s.entry;
+    entry.need(this.store, origin, len).catch((e: unknown) => this.fail(e));
   }
 
   private onFork(parent: number, child: number): void {
     const s = this.served.get(parent);
     if (!s) return;
     s.entry.users++;
-    this.served.set(child, { pid: 0, entry: s.entry, lazyPages: 0, faults: 0, done: false });
+    this.served.set(child, { pid: 0, entry: s.entry, lazyPages: 0, faults: 0, placed: null, done: false });
   }
 
   private sampleStats(): void {
@@ -354,10 +424,14 @@ export class LazySession {
     }
   }
 
-  private finish(task: number): void {
+  private finish(task: number, stats?: PageServiceTaskStats): void {
     const s = this.served.get(task);
     if (!s || s.done) return;
     s.done = true;
+    if (stats) {
+      s.faults = stats.faults;
+      s.placed = stats.pagesCopied + stats.pagesZeroed;
+    }
     s.entry.users--;
     if ([...this.served.values()].every((x) => x.done)) this.complete();
   }
@@ -371,9 +445,11 @@ export class LazySession {
   private complete(): void {
     if (this.failed) return;
     this.stopListening();
+    this.releaseShared();
     const tasks = [...this.served.values()];
     const faultPages = tasks.reduce((n, s) => n + s.faults, 0);
-    const lazyPages = tasks.reduce((n, s) => n + s.lazyPages, 0);
+    // Without final counters (none arrived), what was declared lazy.
+    const lazyPages = tasks.reduce((n, s) => n + (s.placed ?? s.lazyPages), 0);
     const stats: LazyStats = {
       tasks: tasks.length,
       faultPages,
@@ -408,6 +484,7 @@ export class LazySession {
   /** Stops serving every task of this restore (failure path: the tasks are being killed). */
   releaseAll(): void {
     this.stopListening();
+    this.releaseShared();
     for (const [id, s] of this.served) {
       if (!s.done && !this.service.closed) {
         try {

@@ -7,7 +7,8 @@
  * move them to where the dump had them; then map every VMA of the image at its address with its protection and
  * flags, and write the pages that must be present before the task runs (all of them for an eager restore).
  */
-import { openSync, writeSync } from 'node:fs';
+import { ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { native, UFFD_FEATURES } from '../../native/index.js';
 import { readMaps, type Vma } from '../proc/index.js';
 import { LazyRestoreError } from '../errors.js';
 import { mmIdOf, shmemMmId, type MmRecord, type ThreadRecord, type VmaRecord } from '../dump/image.js';
@@ -19,6 +20,7 @@ import type { RestoreImage } from './image.js';
 import {
   MADV,
   MAP,
+  MAP_HUGE_SHIFT,
   MLOCK_ONFAULT,
   MREMAP_FIXED,
   MREMAP_MAYMOVE,
@@ -78,6 +80,107 @@ export function checkVmas(img: RestoreImage): void {
   }
 }
 
+/** Whether a VMA can be registered with the uffd and left to fault: not locked (mlock populates it at once),
+ *  not droppable, not PROT_NONE (as for private memory: nothing may touch it, and mprotect would need care). */
+function registrable(v: VmaRecord): boolean {
+  return v.prot !== 0 && !v.vmFlags.includes('lo') && !v.vmFlags.includes('lf') && !v.vmFlags.includes('dp');
+}
+
+/**
+ * Which shared objects a lazy restore leaves lazy: all of them when the kernel offers UFFD_FEATURE_MISSING_SHMEM,
+ * except an object some process maps in a way that cannot be registered. Every mapping of a lazy object must be
+ * registered: a task that touched an absent page through an unregistered mapping would put a zero page into the
+ * object, for every task, in place of its data. The summary notes each object restored eagerly and why.
+ */
+export function planLazyShmem(img: RestoreImage, eager: boolean, offered: number, notes: string[]): Set<string> {
+  const lazy = new Set<string>();
+  if (eager || img.shmem.size === 0) return lazy;
+  if ((offered & UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM) === 0) {
+    const mib = [...img.shmem.values()].reduce((n, s) => n + s.size, 0) / 2 ** 20;
+    notes.push(
+      `shared memory (${img.shmem.size} object(s), ${mib.toFixed(1)} MiB) restored eagerly: this kernel's ` +
+        'userfaultfd lacks UFFD_FEATURE_MISSING_SHMEM',
+    );
+    return lazy;
+  }
+  for (const id of img.shmem.keys()) {
+    const bad = img.processes.flatMap((p) =>
+      (p.record?.vmas ?? []).filter((v) => v.shmem === id && !registrable(v)).map((v) => ({ pid: p.entry.pid, v })),
+    );
+    if (bad.length === 0) lazy.add(id);
+    else {
+      notes.push(
+        `shared object ${id} restored eagerly: process ${bad[0]!.pid} maps it at ${hexRange(bad[0]!.v)} ` +
+          'locked, droppable or PROT_NONE, which cannot be left lazy',
+      );
+    }
+  }
+  return lazy;
+}
+
+/** Whether hugetlb memory is left lazy: with UFFD_FEATURE_MISSING_HUGETLBFS; else it is written before the tree runs,
+ *  and the summary says so. */
+export function planLazyHuge(img: RestoreImage, eager: boolean, offered: number, notes: string[]): boolean {
+  if (eager) return false;
+  if ((offered & UFFD_FEATURES.UFFD_FEATURE_MISSING_HUGETLBFS) !== 0) return true;
+  const bytes = img.processes.reduce(
+    (n, p) => n + (p.record?.vmas ?? []).reduce((m, v) => m + (v.hugePageSize ? v.end - v.start : 0), 0),
+    0,
+  );
+  if (bytes > 0) {
+    notes.push(
+      `hugetlb memory (${(bytes / 2 ** 20).toFixed(1)} MiB) restored eagerly: this kernel's userfaultfd lacks ` +
+        'UFFD_FEATURE_MISSING_HUGETLBFS',
+    );
+  }
+  return false;
+}
+
+/** Whether a shared-object VMA is restored lazily (its object is in `lazyShmem`). */
+export function isLazyShmemVma(v: VmaRecord, lazyShmem: Set<string>): boolean {
+  return v.content === 'shmem' && v.shmem !== undefined && lazyShmem.has(v.shmem);
+}
+
+const HUGEPAGES_DIR = '/sys/kernel/mm/hugepages';
+
+/** Huge pages of `size` bytes this host can still hand out: free minus those reserved by existing mappings. */
+export function availableHugePages(size: number): number {
+  const dir = `${HUGEPAGES_DIR}/hugepages-${size >> 10}kB`;
+  try {
+    const read = (f: string) => Number(readFileSync(`${dir}/${f}`, 'utf8').trim());
+    return read('free_hugepages') - read('resv_hugepages');
+  } catch {
+    return 0; // no such pool: this kernel or machine has no huge pages of that size
+  }
+}
+
+/**
+ * Refuses, before anything is created, an image whose hugetlb memory this host cannot back: a private MAP_HUGETLB
+ * mapping reserves its huge pages when it is made (unless MAP_NORESERVE), so without them the mmap fails half-way
+ * through a restore, or (no reservation) a fault would kill the task with SIGBUS later.
+ */
+export function checkHugePages(img: RestoreImage, available = availableHugePages): void {
+  const need = new Map<number, { pages: number; where: string }>();
+  for (const p of img.processes) {
+    for (const v of p.record?.vmas ?? []) {
+      if (v.hugePageSize === undefined) continue;
+      const n = need.get(v.hugePageSize) ?? { pages: 0, where: `process ${p.entry.pid} at ${hexRange(v)}` };
+      n.pages += (v.end - v.start) / v.hugePageSize;
+      need.set(v.hugePageSize, n);
+    }
+  }
+  for (const [size, n] of need) {
+    const have = available(size);
+    if (have < n.pages) {
+      throw new LazyRestoreError(
+        'HUGE_PAGES_UNAVAILABLE',
+        `the image maps ${n.pages} huge page(s) of ${size >> 10} KiB (first: ${n.where}), this host has ` +
+          `${Math.max(0, have)} free (see /proc/sys/vm/nr_hugepages): nothing was restored`,
+      );
+    }
+  }
+}
+
 /** Lowest page-aligned address >= SEARCH_FROM where `size` bytes overlap none of `used`. */
 export function findGap(used: Array<{ start: number; end: number }>, size: number): number {
   const sorted = [...used].sort((a, b) => a.start - b.start);
@@ -92,10 +195,12 @@ export function findGap(used: Array<{ start: number; end: number }>, size: numbe
   return at;
 }
 
-/** Whether an anonymous VMA is restored lazily (registered with the uffd) rather than written before it runs. */
-export function isLazyVma(v: VmaRecord): boolean {
+/** Whether an anonymous VMA is restored lazily (registered with the uffd) rather than written before it runs.
+ *  Hugetlb memory only with `hugeLazy` (the kernel offers UFFD_FEATURE_MISSING_HUGETLBFS). */
+export function isLazyVma(v: VmaRecord, hugeLazy = false): boolean {
   return (
     v.content === 'anon' &&
+    (v.hugePageSize === undefined || hugeLazy) &&
     !v.shared &&
     v.prot !== 0 &&
     !v.vmFlags.includes('lo') &&
@@ -181,26 +286,55 @@ export async function clearHelper(ctx: RestoreContext, task: ProcTask, helper: V
   await b.run();
 }
 
-/** Creates the shared anonymous objects this process is the first to map, and writes their contents. */
-export async function createShmem(ctx: RestoreContext, task: ProcTask, files: NodeFiles): Promise<void> {
+/** MFD_ALLOW_SEALING (memfd_create(2)). */
+const MFD_ALLOW_SEALING = 2;
+
+/**
+ * Creates the shared objects this process is the first to map, and writes the contents of those restored eagerly
+ * (a lazy one stays empty: its pages arrive through the uffds of the tasks that map it). A memfd is made by the
+ * restoring process with its name and sealing mode (its owner does not matter); shared anonymous memory in the
+ * task, so that it is a `/dev/zero (deleted)` shmem object like the original.
+ */
+export async function createShmem(ctx: RestoreContext, task: ProcTask, files: NodeFiles): Promise<number> {
+  let bytes = 0;
   const ids = [...new Set(task.image.record!.vmas.flatMap((v) => (v.content === 'shmem' && v.shmem ? [v.shmem] : [])))];
   for (const id of ids) {
     if (files.shmemFd(id) !== undefined) continue;
-    const size = ctx.img.shmem.get(id)!.size;
-    const b = ctx.batch(task);
-    b.call(`mmap(shared object ${id})`, SYS.mmap, [0, size, PROT.READ | PROT.WRITE, MAP.SHARED | MAP.ANONYMOUS, -1, 0]);
-    const at = Number((await b.run())[0]);
-    // The object's file, as /dev/zero (deleted) like any shared anonymous mapping; it outlives the mapping.
-    files.setShmemFd(id, openSync(`/proc/${task.pid}/map_files/${at.toString(16)}-${(at + size).toString(16)}`, 'r+'));
-    b.call(`munmap(shared object ${id})`, SYS.munmap, [at, size]);
-    await b.run();
+    const rec = ctx.img.shmem.get(id)!;
+    const size = rec.size;
+    if (rec.kind === 'memfd') {
+      const fd = native.memfdCreate(rec.name ?? '', rec.seals === 0 ? MFD_ALLOW_SEALING : 0);
+      files.setShmemFd(id, fd);
+      ftruncateSync(fd, size);
+    } else {
+      const b = ctx.batch(task);
+      b.call(`mmap(shared object ${id})`, SYS.mmap, [
+        0,
+        size,
+        PROT.READ | PROT.WRITE,
+        MAP.SHARED | MAP.ANONYMOUS,
+        -1,
+        0,
+      ]);
+      const at = Number((await b.run())[0]);
+      // The object's file, as /dev/zero (deleted) like any shared anonymous mapping; it outlives the mapping.
+      files.setShmemFd(
+        id,
+        openSync(`/proc/${task.pid}/map_files/${at.toString(16)}-${(at + size).toString(16)}`, 'r+'),
+      );
+      b.call(`munmap(shared object ${id})`, SYS.munmap, [at, size]);
+      await b.run();
+    }
+    if (ctx.lazyShmem.has(id)) continue;
     const fd = files.shmemFd(id)!;
     for await (const w of ctx.store.pages(ctx.img.id, shmemMmId(id))) {
       forEachDataRun(w, (addr, data) => {
         for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done, addr + done);
+        bytes += data.length;
       });
     }
   }
+  return bytes;
 }
 
 /** Calls fn for every run of consecutive pages with data in a window. */
@@ -236,6 +370,7 @@ function mapFlags(v: VmaRecord): number {
   if (v.vmFlags.includes('dp')) flags |= MAP.DROPPABLE;
   else flags |= v.shared ? MAP.SHARED : MAP.PRIVATE;
   if (v.content === 'anon') flags |= MAP.ANONYMOUS;
+  if (v.hugePageSize !== undefined) flags |= MAP.HUGETLB | (Math.log2(v.hugePageSize) << MAP_HUGE_SHIFT);
   if (v.growsDown) flags |= MAP.GROWSDOWN;
   if (v.vmFlags.includes('nr')) flags |= MAP.NORESERVE;
   return flags;
@@ -302,15 +437,21 @@ interface WriteRange {
 }
 
 /** The ranges of private memory to write before the task runs: all of it eagerly, else what cannot wait. */
-function writeRanges(task: ProcTask, eager: boolean): WriteRange[] {
+function writeRanges(task: ProcTask, eager: boolean, hugeLazy: boolean): WriteRange[] {
   const rec = task.image.record!;
   const pages = eager ? new Set<number>() : eagerPages(task.image.threads, rec.mm);
   const out: WriteRange[] = [];
   for (const v of rec.vmas) {
     if (v.content === 'file' && !v.shared) out.push({ start: v.start, end: v.end, file: true });
-    else if (v.content === 'anon' && (eager || !isLazyVma(v))) out.push({ start: v.start, end: v.end, file: false });
+    else if (v.content === 'anon' && (eager || !isLazyVma(v, hugeLazy)))
+      out.push({ start: v.start, end: v.end, file: false });
     else if (v.content === 'anon') {
-      for (const p of pages) if (p >= v.start && p < v.end) out.push({ start: p, end: p + PAGE, file: false });
+      // In hugetlb memory, the whole huge page: a write makes it present, and the uffd never faults on it again.
+      const unit = v.hugePageSize ?? PAGE;
+      for (const p of pages) {
+        const at = Math.floor(p / unit) * unit;
+        if (p >= v.start && p < v.end) out.push({ start: at, end: at + unit, file: false });
+      }
     }
   }
   out.sort((a, b) => a.start - b.start);
@@ -393,7 +534,7 @@ async function writeSpan(ctx: RestoreContext, task: ProcTask, span: Span): Promi
 
 /** Writes the dumped private pages of `task` that must be present before it runs; returns the bytes written. */
 export async function writeContents(ctx: RestoreContext, task: ProcTask): Promise<number> {
-  const spans = spansOf(writeRanges(task, ctx.options.eager));
+  const spans = spansOf(writeRanges(task, ctx.options.eager, ctx.lazyHuge));
   let bytes = 0;
   let next = 0;
   const worker = async (): Promise<void> => {

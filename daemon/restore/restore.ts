@@ -23,7 +23,18 @@ import { NodeFiles } from './files.js';
 import { checkCompatible, checkIdsFree, loadImageOrThrow } from './image.js';
 import { closeMem, tracerHandleOf } from './inject.js';
 import { checkLazySupported, LazySession, type LazyStats } from './lazy.js';
-import { checkVmas, clearHelper, createShmem, enterRegion, finishVmas, mapVmas, writeContents } from './memory.js';
+import {
+  checkVmas,
+  clearHelper,
+  createShmem,
+  enterRegion,
+  finishVmas,
+  mapVmas,
+  checkHugePages,
+  planLazyHuge,
+  planLazyShmem,
+  writeContents,
+} from './memory.js';
 import { checkProcesses, fdsAbove, openRestorerPidfd, restoreProcessState } from './process.js';
 import { restoreCreds } from './creds.js';
 import { createThreads, finishProcess, queuePending, restoreThreadState } from './threads.js';
@@ -38,6 +49,9 @@ export interface RestoreOptions {
   pageService?: PageService;
   /** Background copy chunk (default 1 MiB). */
   backgroundChunkBytes?: number;
+  /** Copy lazy pages in the background (default true). Without, pages arrive only when a task faults on them,
+   *  and a task is complete only once it has touched all of them or exited (tests that need pages to stay lazy). */
+  background?: boolean;
 }
 
 export interface RestoredProcess {
@@ -104,13 +118,13 @@ async function buildProcess(
   const rec = task.image.record!;
   const helper = await enterRegion(ctx, task);
   await clearHelper(ctx, task, helper);
-  await createShmem(ctx, task, files);
+  const shmemBytes = await createShmem(ctx, task, files);
   const b = ctx.batch(task);
   const pidfd = openRestorerPidfd(b, fdsAbove(rec));
   mapVmas(b, task, files, pidfd);
   task.restorerPidfd = Number((await b.run())[pidfd.index]);
   phases.mark('layout');
-  const bytes = await writeContents(ctx, task);
+  const bytes = shmemBytes + (await writeContents(ctx, task));
   const after = ctx.batch(task);
   finishVmas(after, task);
   await after.run();
@@ -205,6 +219,7 @@ export async function restoreImage(
   checkVmas(img);
   checkProcesses(img);
   checkIdsFree(img);
+  checkHugePages(img);
   if (!eager) checkLazySupported();
   phases.mark('load');
   const files = new NodeFiles();
@@ -217,6 +232,9 @@ export async function restoreImage(
   phases.mark('files');
   const tracer = Tracer.open();
   const ctx = new RestoreContext(store, img, tracer, { eager });
+  const offered = eager ? 0 : native.uffdProbe().features;
+  ctx.lazyShmem = planLazyShmem(img, eager, offered, ctx.notes);
+  ctx.lazyHuge = planLazyHuge(img, eager, offered, ctx.notes);
   let lazy: LazySession | null = null;
   let eagerBytes = 0;
   let fatal: (e: unknown) => void = () => undefined;
@@ -234,6 +252,7 @@ export async function restoreImage(
         t0,
         (e) => fatal(e),
         options.backgroundChunkBytes,
+        options.background ?? true,
       );
     }
     for (const task of ctx.tasks.values()) {

@@ -27,8 +27,11 @@ export const MAP = {
   ANONYMOUS: 0x20,
   GROWSDOWN: 0x0100,
   NORESERVE: 0x4000,
+  HUGETLB: 0x40000,
   FIXED_NOREPLACE: 0x100000,
 } as const;
+/** MAP_HUGE_SHIFT: the log2 of the huge page size goes in bits 26-31 of the mmap flags. */
+export const MAP_HUGE_SHIFT = 26;
 
 export const MREMAP_MAYMOVE = 1;
 export const MREMAP_FIXED = 2;

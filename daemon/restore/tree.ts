@@ -4,11 +4,7 @@
  * an injected clone3 in its restored parent, so parents, sessions and groups are real. The children start at the
  * helper's int3 after the syscall, already traced (PTRACE_O_TRACEFORK).
  */
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { native } from '../../native/index.js';
-import { isSystemError } from '../../native/index.js';
+import { builtFile, isSystemError, native } from '../../native/index.js';
 import { LazyRestoreError } from '../errors.js';
 import { readStat, readStatus, signalsOf } from '../proc/index.js';
 import { CLONE_ARGS_SIZE, KSIGACTION_SIZE, PR, SIGCHLD, SIGKILL, SIGSTOP, SIGSET_SIZE, SYS } from './sys.js';
@@ -22,12 +18,8 @@ const STOP_TIMEOUT_MS = 10_000;
 
 /** build/Release/lazyrestore-restorer at the package root (built by node-gyp with the addon). */
 export function restorerPath(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    const candidate = join(dir, 'build', 'Release', 'lazyrestore-restorer');
-    if (existsSync(candidate)) return candidate;
-    dir = dirname(dir);
-  }
+  const path = builtFile('lazyrestore-restorer');
+  if (path !== null) return path;
   throw new LazyRestoreError(
     'RESTORE_FAILED',
     'the restorer helper is not built: run `npm run setup` (node-gyp rebuild)',

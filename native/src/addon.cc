@@ -16,6 +16,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lazyrestore::InitPtraceState(env, exports);
   lazyrestore::InitRestore(env, exports);
   lazyrestore::InitCustody(env, exports);
+  lazyrestore::InitMemfd(env, exports);
   return exports;
 }
 

@@ -14,5 +14,6 @@ void InitProbe(Napi::Env env, Napi::Object exports);        // probe.cc
 void InitPtraceState(Napi::Env env, Napi::Object exports);  // ptrace_state.cc
 void InitRestore(Napi::Env env, Napi::Object exports);      // restore.cc
 void InitCustody(Napi::Env env, Napi::Object exports);      // custody.cc
+void InitMemfd(Napi::Env env, Napi::Object exports);        // memfd.cc
 
 }  // namespace lazyrestore

@@ -130,6 +130,8 @@ Napi::Object ToJs(Napi::Env env, const ServiceEvent& e) {
     case EventType::kNeed:
       o.Set("address", num(e.a));
       o.Set("origin", num(e.b));
+      o.Set("source", num(e.c));
+      o.Set("len", num(e.len != 0 ? e.len : kPageSize));
       o.Set("write", Napi::Boolean::New(env, e.write));
       break;
     case EventType::kFork:
@@ -157,6 +159,7 @@ Napi::Object ToJs(Napi::Env env, const ServiceEvent& e) {
       o.Set("code", code);
       o.Set("errno", Napi::Number::New(env, -e.err));
       o.Set("syscall", e.syscall);
+      o.Set("fatal", Napi::Boolean::New(env, e.fatal));
       o.Set("message", code + ": " + strerror(e.err) + ", " + e.syscall + " " + e.message);
       break;
     }
@@ -314,9 +317,11 @@ Napi::Value PageServiceAddTask(const Napi::CallbackInfo& info) {
   uint64_t fd = ToU64(info[1], "uffd");
   if (fd > INT32_MAX) throw Napi::RangeError::New(info.Env(), "uffd out of range");
   std::shared_ptr<PageSource> source = UnwrapSource(info[2]);
+  uint64_t pid = info[3].IsUndefined() ? 0 : ToU64(info[3], "pid");
+  if (pid > INT32_MAX) throw Napi::RangeError::New(info.Env(), "pid out of range");
   std::string tag;
-  if (info[3].IsString()) {
-    tag = info[3].As<Napi::String>().Utf8Value();
+  if (info[4].IsString()) {
+    tag = info[4].As<Napi::String>().Utf8Value();
     if (tag.find('\n') != std::string::npos) {
       throw Napi::RangeError::New(info.Env(), "tag must not contain a newline");
     }
@@ -324,8 +329,16 @@ Napi::Value PageServiceAddTask(const Napi::CallbackInfo& info) {
   PrepareUffd(info.Env(), static_cast<int>(fd));
   b.adds_issued++;
   b.Ref();
-  return Napi::Number::New(info.Env(),
-                           b.service->AddTask(static_cast<int>(fd), std::move(source), tag));
+  return Napi::Number::New(info.Env(), b.service->AddTask(static_cast<int>(fd), std::move(source),
+                                                          static_cast<int>(pid), tag));
+}
+
+Napi::Value PageServiceAddSharedObject(const Napi::CallbackInfo& info) {
+  ServiceBinding& b = OpenService(info[0]);
+  std::shared_ptr<PageSource> source = UnwrapSource(info[1]);
+  uint64_t size = ToPageAligned(info[2], "size");
+  if (size == 0) throw Napi::RangeError::New(info.Env(), "size must not be 0");
+  return Napi::Number::New(info.Env(), b.service->AddSharedObject(std::move(source), size));
 }
 
 Napi::Value PageServiceApplyChange(const Napi::CallbackInfo& info) {
@@ -379,7 +392,19 @@ Napi::Value PageServiceAddLazyRange(const Napi::CallbackInfo& info) {
   uint64_t len = ToPageAligned(info[3], "len");
   uint64_t origin = ToPageAligned(info[4], "origin");
   if (len == 0) throw Napi::RangeError::New(info.Env(), "len must not be 0");
-  b.service->AddLazyRange(task, start, len, origin);
+  uint64_t object = info[5].IsUndefined() ? 0 : ToU64(info[5], "object");
+  uint64_t unit = info[6].IsUndefined() ? kPageSize : ToPageAligned(info[6], "unit");
+  if (unit == 0 || (unit & (unit - 1)) != 0 || start % unit != 0 || len % unit != 0 ||
+      origin % unit != 0)
+    throw Napi::RangeError::New(info.Env(),
+                                "unit must be a power of two that start, len and origin are "
+                                "multiples of");
+  if (unit > kPageSize && object != 0)
+    throw Napi::RangeError::New(info.Env(), "a shared object range cannot have huge pages");
+  if (object != 0 &&
+      (object > UINT32_MAX || !b.service->IssuedObject(static_cast<uint32_t>(object))))
+    throw Napi::RangeError::New(info.Env(), "unknown shared object " + std::to_string(object));
+  b.service->AddLazyRange(task, start, len, origin, static_cast<uint32_t>(object), unit);
   return info.Env().Undefined();
 }
 
@@ -475,6 +500,10 @@ Napi::Value PageSourceBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(UnwrapSource(info[0])->Bytes()));
 }
 
+Napi::Value PageSourceId(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), UnwrapSource(info[0])->id());
+}
+
 }  // namespace
 
 void InitPageService(Napi::Env env, Napi::Object exports) {
@@ -503,6 +532,9 @@ void InitPageService(Napi::Env env, Napi::Object exports) {
   exports.Set("pageSourceMarkZero",
               Napi::Function::New(env, PageSourceMarkZero, "pageSourceMarkZero"));
   exports.Set("pageSourceBytes", Napi::Function::New(env, PageSourceBytes, "pageSourceBytes"));
+  exports.Set("pageSourceId", Napi::Function::New(env, PageSourceId, "pageSourceId"));
+  exports.Set("pageServiceAddSharedObject",
+              Napi::Function::New(env, PageServiceAddSharedObject, "pageServiceAddSharedObject"));
 }
 
 }  // namespace lazyrestore

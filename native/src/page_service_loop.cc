@@ -1,19 +1,24 @@
 // The page service's fault loop (see page_service_loop.h for the threading
 // contract). Man pages: userfaultfd(2), ioctl_userfaultfd(2), epoll_wait(2),
-// epoll_ctl(2), eventfd(2), read(2), fcntl(2), sched_yield(2).
+// epoll_ctl(2), eventfd(2), read(2), fcntl(2), sched_yield(2), madvise(2),
+// proc(5) for /proc/<pid>/task/<tid>/syscall.
 #include "page_service_loop.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <system_error>
 
 namespace lazyrestore {
@@ -100,24 +105,39 @@ void Service::Post(Command&& cmd) {
   (void)!write(evfd_, &one, sizeof one);
 }
 
-uint32_t Service::AddTask(int fd, std::shared_ptr<PageSource> source, std::string tag) {
+uint32_t Service::AddTask(int fd, std::shared_ptr<PageSource> source, int pid, std::string tag) {
   uint32_t id = next_id_.fetch_add(1);
   source->AddListener(weak_from_this());
   Command cmd(Command::kAddTask);
   cmd.task = id;
   cmd.fd = fd;
+  cmd.pid = pid;
   cmd.source = std::move(source);
   cmd.text = std::move(tag);
   Post(std::move(cmd));
   return id;
 }
 
-void Service::AddLazyRange(uint32_t task, uint64_t start, uint64_t len, uint64_t origin) {
+uint32_t Service::AddSharedObject(std::shared_ptr<PageSource> source, uint64_t size) {
+  uint32_t id = next_object_.fetch_add(1);
+  source->AddListener(weak_from_this());
+  Command cmd(Command::kAddObject);
+  cmd.object = id;
+  cmd.a = size;
+  cmd.source = std::move(source);
+  Post(std::move(cmd));
+  return id;
+}
+
+void Service::AddLazyRange(uint32_t task, uint64_t start, uint64_t len, uint64_t origin,
+                           uint32_t object, uint64_t unit) {
   Command cmd(Command::kAddRange);
   cmd.task = task;
   cmd.a = start;
   cmd.b = len;
   cmd.c = origin;
+  cmd.object = object;
+  cmd.unit = unit;
   Post(std::move(cmd));
 }
 
@@ -305,20 +325,37 @@ void Service::Apply(Command& cmd) {
     pending_.emplace_back(EventType::kSynced, 0, cmd.a);
     return;
   }
+  if (cmd.kind == Command::kAddObject) {
+    objects_[cmd.object] = std::make_shared<SharedObject>(cmd.object, std::move(cmd.source), cmd.a);
+    return;
+  }
   // Commands for a task that has exited, completed or been released are
   // dropped: JS learns about the first two from events.
   Task* t = FindLive(cmd.task);
   if (t == nullptr) return;
   switch (cmd.kind) {
-    case Command::kAddRange:
+    case Command::kAddRange: {
       if (custody_) {
+        // The object and the page size too: a successor cannot take over
+        // shared or huge-page ranges yet, and must know it has them.
         Journal(t, "R " + std::to_string(t->id) + " " + Hex(cmd.a) + " " + Hex(cmd.b) + " " +
-                       Hex(cmd.c));
+                       Hex(cmd.c) + " " + std::to_string(cmd.object) + " " + Hex(cmd.unit));
       }
-      t->lazy.Add(cmd.a, cmd.b, cmd.c);
+      std::shared_ptr<SharedObject> object;
+      if (cmd.object != 0) {
+        auto it = objects_.find(cmd.object);
+        if (it == objects_.end()) {
+          Fail(t, EINVAL, "pageServiceAddLazyRange",
+               "(unknown shared object " + std::to_string(cmd.object) + "; range not added)");
+          break;
+        }
+        object = it->second;
+      }
+      t->lazy.Add(cmd.a, cmd.b, cmd.c, std::move(object), cmd.unit);
       t->ranges_added = true;
       t->bg_idle = false;
       break;
+    }
     case Command::kRelease:
       t->state = State::kRelease;
       break;
@@ -348,6 +385,7 @@ void Service::AdoptTask(Command& cmd) {
   auto t = std::make_unique<Task>();
   t->id = cmd.task;
   t->fd = cmd.fd;
+  t->pid = cmd.pid;
   t->source = std::move(cmd.source);
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -405,6 +443,7 @@ void Service::Touch(Task* t) {
 
 void Service::ServeUffd(Task* t) {
   for (;;) {
+    ScanMadvise(t);
     if (custody_) custody_->Mark(t->id);
     ssize_t r = read(t->fd, msgs_, sizeof msgs_);
     if (r <= 0 && custody_) custody_->Mark(0);
@@ -441,6 +480,73 @@ void Service::ServeUffd(Task* t) {
     }
     if (t->state != State::kLive) return;
   }
+}
+
+// MADV_DONTNEED and MADV_REMOVE both raise UFFD_EVENT_REMOVE, with the same
+// range and nothing to tell them apart, but on a shared object they differ:
+// DONTNEED only drops this task's page table entries (the page cache keeps
+// the data, and a page still lazy must still get its image data), REMOVE
+// punches a hole in the object (every task then reads zeros there). The
+// kernel sends the event before doing either, and the madvising thread waits
+// in madvise(2) until the event is read. So, before each read of a uffd whose
+// task has lazy shared pages: if an event is pending (UFFDIO_WRITEPROTECT
+// fails with EAGAIN while one is, before it looks at the range), the threads
+// of the task that sit in madvise(2) are read from /proc/<pid>/task/*/syscall
+// ("28 start len advice ..."), and the REMOVE events of that read are matched
+// against them. A pending event and no blocked thread is impossible; an
+// event queued between the scan and the read (or a task whose pid is unknown)
+// leaves a REMOVE over lazy shared pages unmatched: reported as fatal.
+void Service::ScanMadvise(Task* t) {
+  t->madvises.clear();
+  if (t->pid <= 0 || !t->lazy.HasShared() || t->lazy.SharedLazy() == 0) return;
+  uffdio_writeprotect wp{};
+  wp.range.start = kProbePage;
+  wp.range.len = kPageSize;
+  wp.mode = 0;
+  if (ioctl(t->fd, UFFDIO_WRITEPROTECT, &wp) == 0 || errno != EAGAIN) return;
+  const std::string dir = "/proc/" + std::to_string(t->pid) + "/task";
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return;
+  while (dirent* ent = readdir(d)) {
+    if (ent->d_name[0] == '.') continue;
+    const std::string path = dir + "/" + ent->d_name + "/syscall";
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    char buf[256];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) continue;
+    buf[n] = 0;
+    long nr = -1;
+    unsigned long long start = 0, len = 0, advice = 0;
+    if (sscanf(buf, "%ld 0x%llx 0x%llx 0x%llx", &nr, &start, &len, &advice) != 4) continue;
+    if (nr != SYS_madvise) continue;
+    const uint64_t end = start + ((len + kPageSize - 1) & ~(kPageSize - 1));
+    t->madvises.push_back(Madvise{start, end, static_cast<int>(advice)});
+  }
+  closedir(d);
+}
+
+void Service::OnRemove(Task* t, uint64_t a, uint64_t b) {
+  t->lazy.Remove(a, b);  // private ranges: zero from now on, whichever advice
+  // Shared pages already filled are right either way (kept, or punched and
+  // then served as zero by OnFault); only lazy ones depend on the advice.
+  if (t->lazy.SharedLazyIn(a, b) == 0) return;
+  for (const Madvise& m : t->madvises) {
+    if (m.start > a || b > m.end) continue;
+    if (m.advice == MADV_REMOVE) {
+      t->lazy.Punch(a, b);
+      shared_changed_ = true;
+      return;
+    }
+    if (m.advice == MADV_DONTNEED || m.advice == MADV_DONTNEED_LOCKED) return;
+  }
+  Fail(t, EPROTO, "read",
+       "(UFFD_EVENT_REMOVE of " + Hex(a) + "-" + Hex(b) +
+           " over lazy pages of a shared object: cannot tell MADV_DONTNEED from MADV_REMOVE" +
+           (t->pid <= 0 ? " in a process forked after the restore" : " (the call raced the scan)") +
+           ")",
+       true);
 }
 
 void Service::Dispatch(Task* t, const uffd_msg& msg) {
@@ -490,7 +596,7 @@ void Service::ChangeLayout(Task* t, Change change, uint64_t a, uint64_t b, uint6
       RequeueParked(t, a, a + c);
       break;
     case Change::kRemove:
-      t->lazy.Remove(a, b);
+      OnRemove(t, a, b);
       RequeueParked(t, a, b);
       break;
     case Change::kUnmap:
@@ -502,13 +608,19 @@ void Service::ChangeLayout(Task* t, Change change, uint64_t a, uint64_t b, uint6
 }
 
 void Service::OnFault(Task* t, uint64_t page, bool write, bool need_sent) {
+  const uint64_t unit = t->lazy.UnitAt(page);
+  if (unit > kPageSize) return OnHugeFault(t, page & ~(unit - 1), unit, write, need_sent);
   uint64_t origin = 0;
-  if (!t->lazy.IsLazy(page, &origin)) {
+  const SharedObject* shared = nullptr;
+  if (!t->lazy.IsLazy(page, &origin, &shared)) {
     // Not lazy: never declared, REMOVE'd, a grown mremap tail, or delivered
-    // and faulting again in another thread. Anonymous memory reads zero.
+    // and faulting again in another thread. Anonymous memory reads zero; so
+    // does a shmem page that is missing although no longer lazy (a hole
+    // punched by MADV_REMOVE).
     return Resolve(t, Retry{t->id, page, write, need_sent}, Zero(t, page, kPageSize), false, false);
   }
-  PageSource::Lookup src = t->source->Find(origin);
+  const PageSource& source = shared != nullptr ? *shared->source : *t->source;
+  PageSource::Lookup src = source.Find(origin);
   switch (src.kind) {
     case PageSource::Kind::kData:
       return Resolve(t, Retry{t->id, page, write, need_sent}, Copy(t, page, src.data, kPageSize),
@@ -517,22 +629,24 @@ void Service::OnFault(Task* t, uint64_t page, bool write, bool need_sent) {
       return Resolve(t, Retry{t->id, page, write, need_sent}, Zero(t, page, kPageSize), true,
                      false);
     case PageSource::Kind::kNone:
-      return Park(t, page, origin, write, need_sent);
+      return Park(t, page, origin, write, need_sent, source.id());
   }
 }
 
-void Service::Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_page, bool copied) {
+void Service::Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_page, bool copied,
+                      uint64_t pages) {
+  if (lazy_page && t->lazy.HasShared()) shared_changed_ = true;
   switch (r.outcome) {
     case Outcome::kDone:
-      if (lazy_page) t->lazy.Done(rq.page, 1);
-      (copied ? t->copied : t->zeroed).Add(1);
+      if (lazy_page) t->lazy.Done(rq.page, pages);
+      (copied ? t->copied : t->zeroed).Add(pages);
       t->faults.Add(1);
       break;
     case Outcome::kExists:
       // Already there (another thread's fault, or background): the copy did
       // not wake anyone, so wake every waiter on the page.
-      if (lazy_page) t->lazy.Done(rq.page, 1);
-      Wake(t, rq.page, kPageSize);
+      if (lazy_page) t->lazy.Done(rq.page, pages);
+      Wake(t, rq.page, pages * kPageSize);
       t->faults.Add(1);
       break;
     case Outcome::kAgain:
@@ -542,9 +656,11 @@ void Service::Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_pag
       return;
     case Outcome::kNoVma:
       // No registered VMA any more: let the thread fault again and meet the
-      // address space as it now is.
-      if (lazy_page) t->lazy.Done(rq.page, 1);
-      Wake(t, rq.page, kPageSize);
+      // address space as it now is. Forget the page for this task only: in a
+      // shared range, clearing the object's bit would tell every other task
+      // mapping it that the page is filled.
+      if (lazy_page) t->lazy.Drop(rq.page, rq.page + pages * kPageSize);
+      Wake(t, rq.page, pages * kPageSize);
       break;
     case Outcome::kGone:
       t->state = State::kExit;
@@ -557,13 +673,73 @@ void Service::Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_pag
   Touch(t);
 }
 
-void Service::Park(Task* t, uint64_t page, uint64_t origin, bool write, bool need_sent) {
+// Hugetlb: the kernel reports the faulting address, but can only be given a
+// whole huge page (UFFDIO_COPY of exactly the huge page size at its aligned
+// address; UFFDIO_ZEROPAGE is not supported there, so zero is a copy of a
+// zero huge page). The page's data may sit in several extents of the source
+// (the store feeds it in windows): it is gathered into one buffer first, and
+// the fault waits, with one `need` for the whole huge page, until all of it
+// is in memory.
+void Service::OnHugeFault(Task* t, uint64_t base, uint64_t unit, bool write, bool need_sent) {
+  const Retry rq{t->id, base, write, need_sent};
+  const uint64_t pages = unit / kPageSize;
+  uint64_t origin = 0;
+  if (!t->lazy.IsLazy(base, &origin)) {
+    return Resolve(t, rq, Copy(t, base, ZeroHuge(unit), unit), false, false, pages);
+  }
+  if (!Assemble(*t->source, origin, unit)) {
+    for (const Parked& p : t->parked) {
+      if (p.page == base) return;
+    }
+    t->parked.push_back(Parked{base, write});
+    if (need_sent) return;
+    ServiceEvent e(EventType::kNeed, t->id, base, origin, t->source->id());
+    e.len = unit;
+    e.write = write;
+    pending_.push_back(std::move(e));
+    return;
+  }
+  Resolve(t, rq, Copy(t, base, huge_buf_.get(), unit), true, true, pages);
+}
+
+bool Service::Assemble(const PageSource& source, uint64_t origin, uint64_t unit) {
+  if (huge_buf_size_ < unit) {
+    huge_buf_.reset(static_cast<uint8_t*>(aligned_alloc(kPageSize, unit)));
+    huge_buf_size_ = huge_buf_ ? unit : 0;
+    if (!huge_buf_) return false;
+  }
+  uint8_t* out = huge_buf_.get();
+  for (uint64_t off = 0; off < unit;) {
+    PageSource::Lookup src = source.Find(origin + off);
+    if (src.kind == PageSource::Kind::kNone) return false;
+    const uint64_t n = std::min(unit - off, src.end - (origin + off));
+    if (src.kind == PageSource::Kind::kData) {
+      memcpy(out + off, src.data, n);
+    } else {
+      memset(out + off, 0, n);
+    }
+    off += n;
+  }
+  return true;
+}
+
+const uint8_t* Service::ZeroHuge(uint64_t unit) {
+  if (zero_huge_size_ < unit) {
+    zero_huge_.reset(static_cast<uint8_t*>(aligned_alloc(kPageSize, unit)));
+    zero_huge_size_ = zero_huge_ ? unit : 0;
+    if (zero_huge_) memset(zero_huge_.get(), 0, unit);
+  }
+  return zero_huge_.get();
+}
+
+void Service::Park(Task* t, uint64_t page, uint64_t origin, bool write, bool need_sent,
+                   uint32_t source) {
   for (const Parked& p : t->parked) {
     if (p.page == page) return;  // another thread on the same page: one need
   }
   t->parked.push_back(Parked{page, write});
   if (need_sent) return;
-  ServiceEvent e(EventType::kNeed, t->id, page, origin);
+  ServiceEvent e(EventType::kNeed, t->id, page, origin, source);
   e.write = write;
   pending_.push_back(std::move(e));
 }
@@ -585,6 +761,9 @@ void Service::OnFork(Task* t, int ufd) {
   child->id = next_id_.fetch_add(1);
   child->parent = t->id;
   child->fd = ufd;
+  // The child's pid is not in the event; without it, a REMOVE on its lazy
+  // shared pages cannot be told apart (see OnRemove).
+  child->pid = 0;
   child->source = t->source;
   child->lazy = t->lazy;  // deep copy: pages missing in the parent are missing in the child
   child->ranges_added = t->ranges_added;
@@ -631,7 +810,8 @@ void Service::RequeueParked(Task* t, uint64_t a, uint64_t b) {
 
 void Service::RetryParked(const PageSource* source) {
   for (auto& [id, t] : tasks_) {
-    if (t->state != State::kLive || t->source.get() != source) continue;
+    if (t->state != State::kLive) continue;
+    if (t->source.get() != source && !t->lazy.UsesSource(source)) continue;
     t->bg_idle = false;
     for (const Parked& p : t->parked) retries_.push_back(Retry{id, p.page, p.write, true});
     t->parked.clear();
@@ -676,6 +856,8 @@ void Service::BackgroundStep() {
       continue;
     }
     bg_next_ = idx + 1;
+    const uint64_t unit = t->lazy.UnitAt(hit.page);
+    if (unit > kPageSize) return CopyHuge(t, hit, unit);
     uint64_t pages =
         t->lazy.RunLength(hit.page, std::min(t->chunk_pages, (src.end - hit.origin) / kPageSize));
     CopyRun(t, hit, src, pages);
@@ -698,7 +880,23 @@ bool Service::FindBackgroundRun(Task* t, LazyMap::Hit* hit, PageSource::Lookup* 
       continue;
     }
     if (wrapped && hit->page >= first) return false;
-    *src = t->source->Find(hit->origin);
+    const uint64_t unit = t->lazy.UnitAt(hit->page);
+    if (unit > kPageSize) {
+      // A huge page is copyable only once all of it is in memory.
+      const uint64_t base = hit->page & ~(unit - 1);
+      const uint64_t origin = hit->origin - (hit->page - base);
+      if (Assemble(*t->source, origin, unit)) {
+        hit->page = base;
+        hit->origin = origin;
+        src->kind = PageSource::Kind::kData;
+        src->data = huge_buf_.get();
+        src->end = origin + unit;
+        return true;
+      }
+      from = base + unit;
+      continue;
+    }
+    *src = (hit->shared != nullptr ? *hit->shared->source : *t->source).Find(hit->origin);
     if (src->kind != PageSource::Kind::kNone) return true;
     const uint64_t span = hit->range_end - hit->range_start;
     if (src->next == UINT64_MAX || src->next - hit->range_origin >= span) {
@@ -716,6 +914,7 @@ void Service::CopyRun(Task* t, const LazyMap::Hit& hit, const PageSource::Lookup
       data ? Copy(t, hit.page, src.data, pages * kPageSize) : Zero(t, hit.page, pages * kPageSize);
   const uint64_t done = r.bytes / kPageSize;
   if (done > 0) {
+    if (hit.shared != nullptr) shared_changed_ = true;
     t->lazy.Done(hit.page, done);
     (data ? t->copied : t->zeroed).Add(done);
     Touch(t);
@@ -751,6 +950,37 @@ void Service::CopyRun(Task* t, const LazyMap::Hit& hit, const PageSource::Lookup
   }
 }
 
+// One huge page gathered by FindBackgroundRun (in huge_buf_).
+void Service::CopyHuge(Task* t, const LazyMap::Hit& hit, uint64_t unit) {
+  const uint64_t pages = unit / kPageSize;
+  IoResult r = Copy(t, hit.page, huge_buf_.get(), unit);
+  switch (r.outcome) {
+    case Outcome::kDone:
+      t->copied.Add(pages);
+      [[fallthrough]];
+    case Outcome::kExists:
+    case Outcome::kNoVma:
+      // Present already (a fault won), or no VMA any more: nothing to copy.
+      t->lazy.Done(hit.page, pages);
+      t->cursor = hit.page + unit;
+      Touch(t);
+      return;
+    case Outcome::kAgain:
+      sched_yield();
+      return;
+    case Outcome::kGone:
+      t->state = State::kExit;
+      Touch(t);
+      return;
+    case Outcome::kFailed:
+      Fail(t, r.err, "ioctl",
+           "(background copy of the huge page at " + Hex(hit.page) +
+               "; background stopped until the source changes)");
+      t->bg_idle = true;
+      return;
+  }
+}
+
 // Inside a run that hit a page already present (EEXIST) or a VMA boundary
 // (ENOENT), one page at a time finds out which pages still need data.
 void Service::RunPageByPage(Task* t, const LazyMap::Hit& hit, const PageSource::Lookup& src,
@@ -773,10 +1003,15 @@ void Service::RunPageByPage(Task* t, const LazyMap::Hit& hit, const PageSource::
       t->bg_idle = true;
       break;
     }
-    t->lazy.Done(page, 1);
+    if (hit.shared != nullptr) shared_changed_ = true;
+    if (r.outcome == Outcome::kNoVma) {
+      t->lazy.Drop(page, page + kPageSize);  // this task's range only, not the object's bit
+      dropped++;
+    } else {
+      t->lazy.Done(page, 1);
+    }
     t->cursor = page + kPageSize;
     if (r.outcome == Outcome::kDone) (data ? t->copied : t->zeroed).Add(1);
-    if (r.outcome == Outcome::kNoVma) dropped++;
   }
   Touch(t);
   if (dropped > 0) {
@@ -850,11 +1085,12 @@ void Service::Wake(Task* t, uint64_t page, uint64_t len) {
   (void)ioctl(t->fd, UFFDIO_WAKE, &range);
 }
 
-void Service::Fail(Task* t, int err, const char* syscall, const std::string& what) {
+void Service::Fail(Task* t, int err, const char* syscall, const std::string& what, bool fatal) {
   ServiceEvent e(EventType::kError, t != nullptr ? t->id : 0);
   e.err = err;
   e.syscall = syscall;
   e.message = what;
+  e.fatal = fatal;
   pending_.push_back(std::move(e));
 }
 
@@ -863,6 +1099,14 @@ void Service::Fail(Task* t, int err, const char* syscall, const std::string& wha
 // ---------------------------------------------------------------------------
 
 void Service::FinishTasks() {
+  if (shared_changed_) {
+    // A page of a shared object was filled or punched: every task mapping
+    // one may have become complete (or, for stats, changed its count).
+    shared_changed_ = false;
+    for (auto& [id, t] : tasks_) {
+      if (t->state == State::kLive && t->lazy.HasShared()) Touch(t.get());
+    }
+  }
   for (uint32_t id : touched_) {
     Task* t = Find(id);
     if (t == nullptr) continue;

@@ -31,6 +31,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -87,8 +88,10 @@ struct ServiceEvent {
   uint32_t child = 0;  // kFork
   uint64_t a = 0;      // need: address; remap: from; remove/unmap: start; synced: token
   uint64_t b = 0;      // need: origin;  remap: to;   remove/unmap: end
-  uint64_t c = 0;      // remap: len
+  uint64_t c = 0;      // remap: len; need: id of the source that lacks the page
+  uint64_t len = 0;    // need: bytes from origin the fault needs (a huge page: all of it)
   bool write = false;  // need
+  bool fatal = false;  // error: the task's memory can no longer be guaranteed
   // complete, exit: the task's final counters.
   bool has_stats = false;
   TaskStats stats;
@@ -123,11 +126,22 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
 
   void Start();
   // JS thread. `fd` must already be a non-blocking uffd; the service owns it.
-  // `tag` is journaled with the adoption (JSON text without newlines: who
-  // the task is, for a successor).
-  uint32_t AddTask(int fd, std::shared_ptr<PageSource> source, std::string tag = "");
+  // `pid`: the process whose mm the uffd serves (0 when unknown), read in
+  // /proc to tell MADV_DONTNEED from MADV_REMOVE on shared ranges. `tag` is
+  // journaled with the adoption (JSON text without newlines: who the task
+  // is, for a successor).
+  uint32_t AddTask(int fd, std::shared_ptr<PageSource> source, int pid, std::string tag = "");
   bool IssuedTask(uint32_t id) const { return id > 0 && id < next_id_.load(); }
-  void AddLazyRange(uint32_t task, uint64_t start, uint64_t len, uint64_t origin);
+  // JS thread: a shared object of `size` bytes whose data `source` holds by
+  // object offset; every page starts lazy. Returns its id.
+  uint32_t AddSharedObject(std::shared_ptr<PageSource> source, uint64_t size);
+  bool IssuedObject(uint32_t id) const { return id > 0 && id < next_object_.load(); }
+  // `object` 0: a private range with data at origin; else a mapping of that
+  // shared object from offset `origin`.
+  // `unit`: the kernel page size of the range (4096, or a huge page size for
+  // hugetlb memory, which is filled a whole huge page at a time).
+  void AddLazyRange(uint32_t task, uint64_t start, uint64_t len, uint64_t origin,
+                    uint32_t object = 0, uint64_t unit = kPageSize);
   void ReleaseTask(uint32_t task);
   // Replays a change a predecessor's journal recorded (and journals it again).
   void ApplyChange(uint32_t task, Change change, uint64_t a, uint64_t b, uint64_t c);
@@ -169,10 +183,18 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
     uint64_t page;
     bool write;
   };
+  // A thread of the task found blocked in madvise(2) while an event was
+  // pending (see ScanMadvise).
+  struct Madvise {
+    uint64_t start, end;
+    int advice;
+  };
   struct Task {
     uint32_t id = 0;
     uint32_t parent = 0;
     int fd = -1;
+    int pid = 0;                    // 0: unknown (a child forked after restore)
+    std::vector<Madvise> madvises;  // from the last scan, until the next read
     std::shared_ptr<PageSource> source;
     LazyMap lazy;
     bool ranges_added = false;  // completion waits for the first range
@@ -194,6 +216,7 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   struct Command {
     enum Kind {
       kAddTask,
+      kAddObject,
       kAddRange,
       kRelease,
       kBackground,
@@ -210,6 +233,9 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
     std::shared_ptr<PageSource> source;
     const PageSource* changed = nullptr;
     uint64_t a = 0, b = 0, c = 0;
+    uint64_t unit = 0;
+    uint32_t object = 0;
+    int pid = 0;
     bool flag = false;
     Change change = Change::kRemap;
     std::string text;  // kAddTask: tag; kNote: the line
@@ -225,12 +251,21 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   void Touch(Task* t);
 
   void ServeUffd(Task* t);
+  void ScanMadvise(Task* t);
+  void OnRemove(Task* t, uint64_t a, uint64_t b);
   void Dispatch(Task* t, const uffd_msg& msg);
   void ChangeLayout(Task* t, Change change, uint64_t a, uint64_t b, uint64_t c);
   void Journal(Task* t, const std::string& line);
   void OnFault(Task* t, uint64_t page, bool write, bool need_sent);
-  void Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_page, bool copied);
-  void Park(Task* t, uint64_t page, uint64_t origin, bool write, bool need_sent);
+  void OnHugeFault(Task* t, uint64_t base, uint64_t unit, bool write, bool need_sent);
+  void Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_page, bool copied,
+               uint64_t pages = 1);
+  // Gathers [origin, origin+unit) of `source` into huge_buf_; returns false
+  // when a page is not in memory yet.
+  bool Assemble(const PageSource& source, uint64_t origin, uint64_t unit);
+  const uint8_t* ZeroHuge(uint64_t unit);
+  void CopyHuge(Task* t, const LazyMap::Hit& hit, uint64_t unit);
+  void Park(Task* t, uint64_t page, uint64_t origin, bool write, bool need_sent, uint32_t source);
   void OnFork(Task* t, int ufd);
   void RequeueParked(Task* t, uint64_t a, uint64_t b);
   void RetryParked(const PageSource* source);
@@ -246,7 +281,7 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   IoResult Copy(Task* t, uint64_t dst, const uint8_t* src, uint64_t len);
   IoResult Zero(Task* t, uint64_t dst, uint64_t len, bool dontwake = false);
   void Wake(Task* t, uint64_t page, uint64_t len);
-  void Fail(Task* t, int err, const char* syscall, const std::string& what);
+  void Fail(Task* t, int err, const char* syscall, const std::string& what, bool fatal = false);
 
   static TaskStats StatsOf(const Task& t);
   // Fault latency: from the read of a fault message (read_ns_) to the return
@@ -264,6 +299,19 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   int evfd_ = -1;
   std::thread thread_;
   std::atomic<uint32_t> next_id_{1};
+  std::atomic<uint32_t> next_object_{1};
+  // Service thread: shared objects by id, and whether a page of one was
+  // filled or punched since the last FinishTasks (every task mapping it may
+  // then be complete).
+  std::unordered_map<uint32_t, std::shared_ptr<SharedObject>> objects_;
+  bool shared_changed_ = false;
+  // Service thread: a huge page gathered from a source's extents (they need
+  // not be contiguous), and a zero huge page (hugetlb has no UFFDIO_ZEROPAGE).
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const { free(p); }
+  };
+  std::unique_ptr<uint8_t, FreeDeleter> huge_buf_, zero_huge_;
+  uint64_t huge_buf_size_ = 0, zero_huge_size_ = 0;
 
   std::mutex cmd_mu_;  // guards cmds_, stop_, close_uffds_
   std::vector<Command> cmds_;

@@ -6,6 +6,12 @@
 
 namespace lazyrestore {
 
+namespace {
+std::atomic<uint32_t> next_source_id{1};
+}  // namespace
+
+PageSource::PageSource() : id_(next_source_id.fetch_add(1)) {}
+
 void PageSource::Provide(uint64_t origin, const uint8_t* data, uint64_t len) {
   if (len == 0) return;
   // The copy is made before taking the lock so fault threads never wait for

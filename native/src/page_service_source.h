@@ -9,6 +9,7 @@
 // without holding the lock. Providing a page again is a no-op.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -44,6 +45,10 @@ class PageSource {
     uint64_t next = 0;
   };
 
+  PageSource();
+  // Process-wide unique, so a `need` event can say which source lacks a page.
+  uint32_t id() const { return id_; }
+
   // Copies `len` bytes (page multiple, page-aligned origin) into the source.
   // Pages already held keep their first data.
   void Provide(uint64_t origin, const uint8_t* data, uint64_t len);
@@ -61,6 +66,7 @@ class PageSource {
   void Notify(uint64_t origin, uint64_t len);
   uint64_t InsertGaps(uint64_t origin, uint64_t len, const uint8_t* block);
 
+  const uint32_t id_;
   mutable std::shared_mutex mu_;                    // guards extents_, zeros_, blocks_, bytes_
   std::map<uint64_t, Extent> extents_;              // origin start -> extent, non-overlapping
   std::map<uint64_t, uint64_t> zeros_;              // origin start -> end, merged

@@ -4,21 +4,26 @@
  *
  * A second thread increments a counter every millisecond; 64 pages hold
  * pattern 5. With the argument "socket" it also holds a socketpair (fds
- * reported), and with "memfd" it maps 4 pages of a memfd (whose fd it closes,
- * mapping reported): both of which a dump must refuse. With "trapsuspend" a
+ * reported), and with "memfd" it maps 4 pages of a memfd sealed against
+ * resizing (whose fd it closes, mapping reported): both of which a dump must
+ * refuse. With "trapsuspend" a
  * third thread waits in sigsuspend(2) with SIGTRAP blocked, which a dump can
  * only find out once the process is frozen (its injected syscalls trap with
  * SIGTRAP), so it must release the process again.
  *
- * Usage: dump_counter [socket|memfd|trapsuspend]
+ * With "sysv" it attaches 4 pages of System V shared memory (reported as
+ * memfd=<addr>), which a dump refuses too.
+ * Usage: dump_counter [socket|memfd|sysv|trapsuspend]
  * Prints: READY pid=<pid> [sock=<fd>] [memfd=<addr>]
  * Commands: count  COUNT <n>
  *           sum    SUM <hex checksum of the region>
  *           quit   exits 0 */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -72,12 +77,24 @@ int main(int argc, char **argv) {
     LR_DIE("pthread_create failed");
   char *mem = NULL;
   if (want_memfd) {
-    int fd = memfd_create("dump-counter", 0);
+    int fd = memfd_create("dump-counter", MFD_ALLOW_SEALING);
     if (fd < 0 || ftruncate(fd, 4 * PAGE) != 0) LR_DIE("memfd failed");
+    /* Sealed against resizing: restore cannot put seals back, so the dump refuses it. */
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK) != 0) LR_DIE("F_ADD_SEALS failed");
     mem = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (mem == MAP_FAILED) LR_DIE("mmap memfd failed");
     close(fd);
     mem[0] = 1;
+  }
+  if (argc > 1 && strcmp(argv[1], "sysv") == 0) {
+    /* System V shared memory, removed at once: it lives while attached. */
+    int id = shmget(IPC_PRIVATE, 4 * PAGE, IPC_CREAT | 0600);
+    if (id < 0) LR_DIE("shmget failed");
+    mem = shmat(id, NULL, 0);
+    if (mem == (void *)-1) LR_DIE("shmat failed");
+    shmctl(id, IPC_RMID, NULL);
+    mem[0] = 1;
+    want_memfd = 1; /* reported the same way */
   }
   if (want_socket)
     dump_say("READY pid=%d sock=%d\n", getpid(), sv[0]);

@@ -7,6 +7,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { checkLazySupported } from '../../daemon/restore/lazy.js';
 import { programPath } from './programs.js';
 
 export function sleep(ms: number): Promise<void> {
@@ -112,5 +113,15 @@ export async function keepAlive<T>(p: Promise<T>): Promise<T> {
     return await p;
   } finally {
     clearInterval(timer);
+  }
+}
+
+/** Why lazy restore cannot run on this kernel (the message of LAZY_UNSUPPORTED), or false when it can. */
+export function lazyMissing(): string | false {
+  try {
+    checkLazySupported();
+    return false;
+  } catch (e) {
+    return (e as Error).message;
   }
 }
