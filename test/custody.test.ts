@@ -8,7 +8,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, openSync, readdirSync, readFileSync, readlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { native } from '../native/index.js';
 import { DaemonClient } from '../cli/client.js';
@@ -141,31 +141,48 @@ test('the journal replays ranges, events and forks; a torn line makes its task u
   assert.deepEqual([...j.uncertain].sort(), [3, 4]);
 });
 
+/** The successor's word on a task it could not take over because the dead daemon was reading its uffd: a correct
+ *  outcome of a kill at a random moment (the restore is then tried again), never a wrong byte. */
+const MARKER_KILL = /custody: killed process \d+: the daemon died while reading its uffd/;
+const ATTEMPTS = 4;
+
 test('kill -9 of the daemon while a task faults through 512 MiB: a new daemon takes over, every byte verifies', async (t) => {
   if (noLazy) return t.skip(`lazy restore unsupported: ${noLazy}`);
   const dir = join(tmp.path, 'crash');
-  const first = new DaemonProcess(dir);
-  let api = await first.ready();
+  let daemon = new DaemonProcess(dir);
+  let api = await daemon.ready();
   const w = await dumpedWorkload(api, dir, 'big', 512);
-  await restoreRunning(api, 'big');
-  writeFileSync(join(dir, 'big.go'), ''); // the program starts reading all 512 MiB
-  const tasks = await api.tasks();
-  assert.equal(tasks.length, 1);
-  assert.ok(tasks[0]!.lazyPages > 0, 'pages are still lazy when the daemon dies');
-  await first.kill9();
-  const journals = readdirSync(join(dir, 'custody')).filter((f) => f.endsWith('.journal'));
-  assert.equal(journals.length, 1, 'the dead daemon left its journal');
-  await sleep(200);
-  assert.doesNotMatch(w.output(), /CHECK/, 'without a daemon the task waits instead of reading zeros');
+  const dumpedSize = w.output().length;
+  writeFileSync(join(dir, 'big.go'), ''); // once restored, the program reads all 512 MiB at once
+  let taken = false;
+  for (let attempt = 1; attempt <= ATTEMPTS && !taken; attempt++) {
+    truncateSync(w.out, dumpedSize);
+    await restoreRunning(api, 'big');
+    const tasks = await api.tasks();
+    assert.equal(tasks.length, 1);
+    assert.ok(tasks[0]!.lazyPages > 0, 'pages are still lazy when the daemon dies');
+    await daemon.kill9();
+    const journals = readdirSync(join(dir, 'custody')).filter((f) => f.endsWith('.journal'));
+    assert.equal(journals.length, 1, 'the dead daemon left its journal');
+    await sleep(200);
+    assert.doesNotMatch(w.output(), /CHECK/, 'without a daemon the task waits instead of reading zeros');
 
-  const second = new DaemonProcess(dir);
-  api = await second.ready();
-  assert.match(second.log, /custody: took over 1 task\(s\)/);
-  await w.waitOutput(/^CHECK OK 512\nDONE$/m, 120_000);
+    daemon = new DaemonProcess(dir);
+    api = await daemon.ready();
+    if (MARKER_KILL.test(daemon.log)) {
+      t.diagnostic(`attempt ${attempt}: the daemon died inside a read of the uffd; the task was killed`);
+      assert.deepEqual(await leftOver([w.pid]), []);
+      continue;
+    }
+    assert.match(daemon.log, /custody: took over 1 task\(s\)/);
+    await w.waitOutput(/^CHECK OK 512\nDONE$/m, 120_000);
+    taken = true;
+  }
+  assert.ok(taken, `taken over in one of ${ATTEMPTS} attempts`);
   assert.deepEqual(await leftOver([w.pid]), []);
   assert.deepEqual(await api.tasks(), [], 'the task is complete and let go');
-  second.child.kill('SIGTERM');
-  await until('the daemon to stop', () => (second.child.exitCode !== null ? true : undefined));
+  daemon.child.kill('SIGTERM');
+  await until('the daemon to stop', () => (daemon.child.exitCode !== null ? true : undefined));
   const left = readdirSync(join(dir, 'custody')).filter((f) => f.endsWith('.journal'));
   assert.deepEqual(left, [], "the dead daemon's journal was taken over, and the new one's had nothing left");
   await until('the keeper, left with nothing, to exit', () =>
@@ -213,37 +230,56 @@ test('restore without a daemon, killed mid-way: a daemon started later takes its
   await dump(store, w.pid, { name: 'e' });
   await w.reaped();
   await store.close();
+  const dumpedSize = w.output().length;
+  writeFileSync(join(dir, 'e.go'), ''); // once restored, the program reads all 512 MiB at once
 
   const env = { ...process.env, LAZYRESTORE_SOCKET: join(dir, 'api.sock') };
-  const cli = spawn(process.execPath, [join(repoRoot, 'dist', 'cli', 'main.js'), 'restore', 'e', '--data-dir', data], {
-    env,
-    stdio: 'ignore',
-  });
-  daemons.push(cli);
-  const custody = join(dir, 'custody');
-  const journal = () => {
-    const f = existsSync(custody) ? readdirSync(custody).find((x) => x.endsWith('.journal')) : undefined;
-    return f === undefined ? '' : readFileSync(join(custody, f), 'utf8');
-  };
-  const dumped = w.output().length;
-  await until('the task to be in custody', () => (/^A \d+ /m.test(journal()) ? true : undefined));
-  await w.waitOutput(new RegExp(`^[\\s\\S]{${dumped}}tick \\d+\\n`)); // the restored program runs on
-  writeFileSync(join(dir, 'e.go'), '');
-  assert.doesNotMatch(journal(), /^G /m, 'the task is still lazy when the command dies');
-  cli.kill('SIGKILL');
-  await until('the command to die', () => (cli.signalCode ? true : undefined));
+  let taken = false;
+  for (let attempt = 1; attempt <= ATTEMPTS && !taken; attempt++) {
+    truncateSync(w.out, dumpedSize);
+    const cli = spawn(
+      process.execPath,
+      [join(repoRoot, 'dist', 'cli', 'main.js'), 'restore', 'e', '--data-dir', data],
+      {
+        env,
+        stdio: 'ignore',
+      },
+    );
+    daemons.push(cli);
+    await until('the restored program to run on its own', () => (detachedRestored(w.pid) ? true : undefined));
+    assert.doesNotMatch(w.output(), /CHECK/, 'the task is still lazy when the command dies');
+    cli.kill('SIGKILL');
+    await until('the command to die', () => (cli.signalCode ? true : undefined));
 
-  const daemon = await startDaemon({ socketPath: join(dir, 'api.sock'), dataDir: data, logLevel: 'silent' });
-  try {
-    assert.equal(daemon.recovery.adopted.length, 1);
-    assert.equal(daemon.recovery.adopted[0]!.pid, w.pid);
-    assert.deepEqual(daemon.recovery.killed, []);
-    await w.waitOutput(/^CHECK OK 512\nDONE$/m, 120_000);
-    assert.deepEqual(await leftOver([w.pid]), []);
-  } finally {
-    await daemon.close();
+    const daemon = await startDaemon({ socketPath: join(dir, 'api.sock'), dataDir: data, logLevel: 'silent' });
+    try {
+      if (daemon.recovery.killed.some((k) => /while reading its uffd/.test(k.reason))) {
+        t.diagnostic(`attempt ${attempt}: the command died inside a read of the uffd; the task was killed`);
+        assert.deepEqual(await leftOver([w.pid]), []);
+        continue;
+      }
+      assert.deepEqual(daemon.recovery.killed, []);
+      assert.equal(daemon.recovery.adopted.length, 1);
+      assert.equal(daemon.recovery.adopted[0]!.pid, w.pid);
+      await w.waitOutput(/^CHECK OK 512\nDONE$/m, 120_000);
+      assert.deepEqual(await leftOver([w.pid]), []);
+      taken = true;
+    } finally {
+      await daemon.close();
+    }
   }
+  assert.ok(taken, `taken over in one of ${ATTEMPTS} attempts`);
 });
+
+/** Whether `pid` is the restored program, released by its restorer (no tracer, its own executable). */
+function detachedRestored(pid: number): boolean {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return /^TracerPid:\s+0$/m.test(status) && readlinkSync(`/proc/${pid}/exe`).endsWith('restore_mem');
+  } catch {
+    return false;
+  }
+}
 
 test('tasks with lazy shared memory are killed by a successor, which cannot take them over yet', async (t) => {
   if (noLazy) return t.skip(`lazy restore unsupported: ${noLazy}`);
