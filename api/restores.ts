@@ -99,6 +99,8 @@ interface Entry {
   view: RestoreView;
   /** Page-service task ids this restore registered (forked children are found through their parent). */
   taskIds: Set<number>;
+  /** Copy lazy pages in the background (the request's `prefetch`). */
+  prefetch: boolean;
 }
 
 /**
@@ -136,13 +138,17 @@ export class RestoreRegistry {
    * then answered 202), or rejects with the failure if the restore fails before that. `done` settles when the
    * job does: with the report once every task is complete.
    */
-  start(image: string, eager: boolean): { id: string; accepted: Promise<void>; done: Promise<RestoreReport> } {
-    const entry: Entry = { taskIds: new Set(), view: initialView(image, eager) };
+  start(
+    image: string,
+    eager: boolean,
+    prefetch = true,
+  ): { id: string; accepted: Promise<void>; done: Promise<RestoreReport> } {
+    const entry: Entry = { taskIds: new Set(), view: initialView(image, eager), prefetch };
     let accept: () => void = () => undefined;
     const accepted = new Promise<void>((resolve) => (accept = resolve));
     const { id, done } = this.jobs.start<RestoreReport>({
       kind: 'restore',
-      params: { image, eager },
+      params: { image, eager, prefetch },
       run: (job) => this.#run(entry, job, accept),
       summarize: (r) => ({ ...r }),
     });
@@ -169,7 +175,7 @@ export class RestoreRegistry {
     checkIdsFree(img);
     accept();
     const pageService = recordingService(this.pageService, entry.taskIds);
-    const tree = await restoreImage(this.store, v.image, { eager: v.eager, pageService });
+    const tree = await restoreImage(this.store, v.image, { eager: v.eager, pageService, background: entry.prefetch });
     // The daemon is the root's parent: restoreImage reaps it; its exit status is nobody's business here.
     tree.exited.catch(() => undefined);
     Object.assign(v, {

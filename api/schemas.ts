@@ -167,6 +167,12 @@ export const RestoreRequest = Type.Object(
   {
     image: ImageName,
     eager: Type.Optional(Type.Boolean({ description: 'Write all memory before the tree runs (default false: lazy)' })),
+    prefetch: Type.Optional(
+      Type.Boolean({
+        description:
+          'Copy lazy pages into the tasks in the background (default true); false: only the pages they touch arrive',
+      }),
+    ),
   },
   { additionalProperties: false },
 );

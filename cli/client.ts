@@ -182,7 +182,7 @@ export class DaemonClient {
   }
 
   /** Starts a restore (202 once the image is loaded and its pids are free); follow it with restoreStatus. */
-  startRestore(request: { image: string; eager?: boolean }): Promise<RestoreBody> {
+  startRestore(request: { image: string; eager?: boolean; prefetch?: boolean }): Promise<RestoreBody> {
     return this.call('POST', '/v1/restores', request);
   }
 

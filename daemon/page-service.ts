@@ -115,23 +115,26 @@ export class PageService extends EventEmitter<PageServiceEvents> {
    *  owns it from now on) as a task whose data comes from `source`. `pid`: the process of the uffd's mm (tells
    *  MADV_DONTNEED from MADV_REMOVE on shared ranges). `tag` (a JSON-able description of the task) is journaled
    *  when the service has custody. */
-  addTask(uffd: number, source: PageSource, pid = 0, tag?: object): number {
+  addTask(uffd: number, source: PageSource, pid = 0, tag?: object, paused = false): number {
     return native.pageServiceAddTask(
       this.#open(),
       uffd,
       source.handle,
       pid,
       tag === undefined ? undefined : JSON.stringify(tag),
+      paused,
     );
   }
+
   /** Replays a change of `task`'s address space that a predecessor's journal recorded. */
   applyChange(task: number, kind: LayoutChange, a: number, b: number, len = 0): void {
     native.pageServiceApplyChange(this.#open(), task, kind, a, b, len);
   }
 
-  /** Wakes `task`'s threads waiting on faults nobody will resolve (read by a predecessor): they fault again. */
-  wakeAll(task: number): void {
-    native.pageServiceWakeAll(this.#open(), task);
+  /** Starts serving a task added paused, and wakes its threads waiting on faults nobody will resolve (read by a
+   *  predecessor): they fault again. */
+  resume(task: number): void {
+    native.pageServiceResume(this.#open(), task);
   }
 
   /** Appends one line to the custody journal, after every command posted before. */

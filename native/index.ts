@@ -231,8 +231,16 @@ export interface NativeAddon {
    *  whose lazy ranges take data from `source`. Returns the task id. `pid`: the
    *  process of the uffd's mm, needed to tell MADV_DONTNEED from MADV_REMOVE on
    *  its shared ranges (0 or absent: unknown). `tag` (one line) is journaled
-   *  with the adoption when the service has custody. */
-  pageServiceAddTask(ps: PageServiceHandle, uffd: number, source: PageSourceHandle, pid?: number, tag?: string): number;
+   *  with the adoption when the service has custody. `paused`: its uffd is not
+   *  read until pageServiceResume (a successor replays the state first). */
+  pageServiceAddTask(
+    ps: PageServiceHandle,
+    uffd: number,
+    source: PageSourceHandle,
+    pid?: number,
+    tag?: string,
+    paused?: boolean,
+  ): number;
   /** A shared object (shmem: MAP_SHARED|MAP_ANONYMOUS, memfd) of `size` bytes
    *  whose data `source` holds by object offset; all its pages start lazy and
    *  are filled once, through whichever task faults or copies first. */
@@ -246,8 +254,9 @@ export interface NativeAddon {
     b: number,
     len?: number,
   ): void;
-  /** UFFDIO_WAKE over all of user space: threads waiting on faults a predecessor read fault again. */
-  pageServiceWakeAll(ps: PageServiceHandle, task: number): void;
+  /** Start reading the uffd of a task added paused, then UFFDIO_WAKE over all of user space: threads waiting on
+   *  faults a predecessor read fault again. */
+  pageServiceResume(ps: PageServiceHandle, task: number): void;
   /** Append `text` (one line) to the journal, in command order. */
   pageServiceNote(ps: PageServiceHandle, text: string): void;
   /** Emit a `synced` event with `token` once every command posted before has been applied. */

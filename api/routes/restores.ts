@@ -20,9 +20,12 @@ export const restoreRoutes: FastifyPluginCallbackTypebox<{ ctx: ApiContext }> = 
       },
     },
     async (request, reply) => {
-      const { image, eager } = request.body;
-      const started = ctx.restores.start(image, eager ?? false);
-      request.log.info({ job: started.id, image, eager: eager ?? false }, 'restore started');
+      const { image, eager, prefetch } = request.body;
+      const started = ctx.restores.start(image, eager ?? false, prefetch ?? true);
+      request.log.info(
+        { job: started.id, image, eager: eager ?? false, prefetch: prefetch ?? true },
+        'restore started',
+      );
       try {
         await started.accepted;
       } catch (e) {

@@ -1,5 +1,5 @@
 /**
- * `lazyrestore restore <image> [--eager] [--detach] [--socket PATH | --url URL --token-file F | --data-dir DIR]
+ * `lazyrestore restore <image> [--eager] [--no-prefetch] [--detach] [--socket PATH | --url URL --token-file F | --data-dir DIR]
  * [--json]`: bring a dumped tree back (daemon/restore). When a daemon answers, it does the restore and serves the
  * lazy memory; this command follows it until the tree runs (--detach) or until every task is complete. Without
  * a daemon this command serves the lazy memory itself, returns once every restored task has all of its memory,
@@ -24,6 +24,7 @@ export { restoreReport, type RestoreReport };
 interface RestoreArgs {
   image: string;
   eager: boolean;
+  prefetch: boolean;
   detach: boolean;
   'data-dir'?: string;
   socket?: string;
@@ -83,7 +84,7 @@ const POLL_MS = 50;
 async function restoreThroughDaemon(api: DaemonClient, args: RestoreArgs): Promise<RestoreReport> {
   const status = statusLine(process.stderr.isTTY === true && !args.json);
   try {
-    let r = await api.startRestore({ image: args.image, eager: args.eager });
+    let r = await api.startRestore({ image: args.image, eager: args.eager, prefetch: args.prefetch });
     for (;;) {
       status.show(r);
       if (r.state === 'failed') throw new DaemonApiError(r.error!);
@@ -115,7 +116,7 @@ async function restoreHere(args: RestoreArgs): Promise<RestoreReport> {
     const custody = await Custody.open(join(dirname(socketPath), 'custody'));
     const service = new PageService({ custody: custody.serviceConfig() });
     try {
-      const tree = await restoreImage(store, args.image, { pageService: service });
+      const tree = await restoreImage(store, args.image, { pageService: service, background: args.prefetch });
       return restoreReport(tree, await tree.complete);
     } finally {
       await service.close();
@@ -130,6 +131,11 @@ export const restoreCommand: CommandModule<object, RestoreArgs> = {
   builder: (y: Argv) =>
     y.positional('image', { type: 'string', demandOption: true, describe: 'Image name' }).options({
       eager: { type: 'boolean', default: false, describe: 'Write all memory before the tree runs' },
+      prefetch: {
+        type: 'boolean',
+        default: true,
+        describe: 'Copy lazy pages in the background (--no-prefetch: only the pages the tasks touch arrive)',
+      },
       detach: {
         type: 'boolean',
         default: false,

@@ -113,14 +113,15 @@ function adopt(ctx: Context, t: JournalTask, name: string, fd: number): void {
   const { service } = ctx;
   const entry = sourceCache.get(t.tag.image, t.tag.mm);
   const tag: CustodyTag & { from: string } = { ...t.tag, from: name };
-  const id = service.addTask(fd, entry.source, t.tag.pid ?? 0, tag);
+  // Paused until the state is replayed: the faults and events queued while no daemon ran must meet it whole.
+  const id = service.addTask(fd, entry.source, t.tag.pid ?? 0, tag, true);
   for (const op of t.ops) {
     if (op.kind === 'range') service.addLazyRange(id, op.start, op.len, op.origin);
     else if (op.kind === 'remap') service.applyChange(id, 'remap', op.from, op.to, op.len);
     else service.applyChange(id, op.kind, op.start, op.end);
   }
   service.setBackground(id, true);
-  service.wakeAll(id);
+  service.resume(id);
   session(ctx, t.tag.image).adopt(id, t.tag.pid ?? 0, entry);
   ctx.report.adopted.push({ pid: t.tag.pid, image: t.tag.image, from: name });
 }

@@ -326,11 +326,15 @@ Napi::Value PageServiceAddTask(const Napi::CallbackInfo& info) {
       throw Napi::RangeError::New(info.Env(), "tag must not contain a newline");
     }
   }
+  if (!info[5].IsUndefined() && !info[5].IsBoolean()) {
+    throw Napi::TypeError::New(info.Env(), "paused must be a boolean");
+  }
+  bool paused = info[5].IsBoolean() && info[5].As<Napi::Boolean>().Value();
   PrepareUffd(info.Env(), static_cast<int>(fd));
   b.adds_issued++;
   b.Ref();
   return Napi::Number::New(info.Env(), b.service->AddTask(static_cast<int>(fd), std::move(source),
-                                                          static_cast<int>(pid), tag));
+                                                          static_cast<int>(pid), tag, paused));
 }
 
 Napi::Value PageServiceAddSharedObject(const Napi::CallbackInfo& info) {
@@ -362,9 +366,9 @@ Napi::Value PageServiceApplyChange(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value PageServiceWakeAll(const Napi::CallbackInfo& info) {
+Napi::Value PageServiceResume(const Napi::CallbackInfo& info) {
   ServiceBinding& b = OpenService(info[0]);
-  b.service->WakeAll(ToTask(*b.service, info[1]));
+  b.service->Resume(ToTask(*b.service, info[1]));
   return info.Env().Undefined();
 }
 
@@ -518,8 +522,8 @@ void InitPageService(Napi::Env env, Napi::Object exports) {
               Napi::Function::New(env, PageServiceSetBackground, "pageServiceSetBackground"));
   exports.Set("pageServiceApplyChange",
               Napi::Function::New(env, PageServiceApplyChange, "pageServiceApplyChange"));
-  exports.Set("pageServiceWakeAll",
-              Napi::Function::New(env, PageServiceWakeAll, "pageServiceWakeAll"));
+  exports.Set("pageServiceResume",
+              Napi::Function::New(env, PageServiceResume, "pageServiceResume"));
   exports.Set("pageServiceNote", Napi::Function::New(env, PageServiceNote, "pageServiceNote"));
   exports.Set("pageServiceSync", Napi::Function::New(env, PageServiceSync, "pageServiceSync"));
   exports.Set("pageServiceStats", Napi::Function::New(env, PageServiceStats, "pageServiceStats"));

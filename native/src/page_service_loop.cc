@@ -105,7 +105,8 @@ void Service::Post(Command&& cmd) {
   (void)!write(evfd_, &one, sizeof one);
 }
 
-uint32_t Service::AddTask(int fd, std::shared_ptr<PageSource> source, int pid, std::string tag) {
+uint32_t Service::AddTask(int fd, std::shared_ptr<PageSource> source, int pid, std::string tag,
+                          bool paused) {
   uint32_t id = next_id_.fetch_add(1);
   source->AddListener(weak_from_this());
   Command cmd(Command::kAddTask);
@@ -114,6 +115,7 @@ uint32_t Service::AddTask(int fd, std::shared_ptr<PageSource> source, int pid, s
   cmd.pid = pid;
   cmd.source = std::move(source);
   cmd.text = std::move(tag);
+  cmd.flag = paused;
   Post(std::move(cmd));
   return id;
 }
@@ -157,8 +159,8 @@ void Service::ApplyChange(uint32_t task, Change change, uint64_t a, uint64_t b, 
   Post(std::move(cmd));
 }
 
-void Service::WakeAll(uint32_t task) {
-  Command cmd(Command::kWake);
+void Service::Resume(uint32_t task) {
+  Command cmd(Command::kResume);
   cmd.task = task;
   Post(std::move(cmd));
 }
@@ -362,7 +364,9 @@ void Service::Apply(Command& cmd) {
     case Command::kChange:
       ChangeLayout(t, cmd.change, cmd.a, cmd.b, cmd.c);
       break;
-    case Command::kWake:
+    case Command::kResume:
+      if (t->paused && !Watch(t)) break;
+      t->paused = false;
       // One range over all of user space: UFFDIO_WAKE needs no VMA.
       Wake(t, 0, kProbePage + kPageSize);
       break;
@@ -387,17 +391,9 @@ void Service::AdoptTask(Command& cmd) {
   t->fd = cmd.fd;
   t->pid = cmd.pid;
   t->source = std::move(cmd.source);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = t->id;
-  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, t->fd, &ev) != 0) {
-    int err = errno;
+  t->paused = cmd.flag;
+  if (!t->paused && !Watch(t.get())) {
     close(t->fd);
-    ServiceEvent e(EventType::kError, t->id);
-    e.err = err;
-    e.syscall = "epoll_ctl";
-    e.message = "(adding the uffd of task " + std::to_string(t->id) + "; its fd was closed)";
-    pending_.push_back(std::move(e));
     return;
   }
   Task* raw = t.get();
@@ -413,6 +409,19 @@ void Service::AdoptTask(Command& cmd) {
     }
   }
   Touch(raw);
+}
+
+bool Service::Watch(Task* t) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = t->id;
+  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, t->fd, &ev) == 0) return true;
+  ServiceEvent e(EventType::kError, t->id);
+  e.err = errno;
+  e.syscall = "epoll_ctl";
+  e.message = "(adding the uffd of task " + std::to_string(t->id) + "; not served)";
+  pending_.push_back(std::move(e));
+  return false;
 }
 
 void Service::Journal(Task* t, const std::string& line) {
@@ -1027,7 +1036,9 @@ void Service::ProbeLiveness() {
   next_probe_ms_ = now + kProbeIntervalMs;
   for (auto& [id, t] : tasks_) {
     uint64_t origin;
-    if (t->state != State::kLive || t->lazy.IsLazy(kProbePage, &origin)) continue;
+    // Not before the ranges are known: the probe page might be a lazy one.
+    if (t->state != State::kLive || t->paused || !t->ranges_added) continue;
+    if (t->lazy.IsLazy(kProbePage, &origin)) continue;
     if (Zero(t.get(), kProbePage, kPageSize, true).outcome == Outcome::kGone) {
       t->state = State::kExit;
       Touch(t.get());

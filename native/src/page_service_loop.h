@@ -130,7 +130,10 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   // /proc to tell MADV_DONTNEED from MADV_REMOVE on shared ranges. `tag` is
   // journaled with the adoption (JSON text without newlines: who the task
   // is, for a successor).
-  uint32_t AddTask(int fd, std::shared_ptr<PageSource> source, int pid, std::string tag = "");
+  // `paused`: not read until Resume(), so that a successor can replay the
+  // task's lazy state before meeting the faults and events queued meanwhile.
+  uint32_t AddTask(int fd, std::shared_ptr<PageSource> source, int pid, std::string tag = "",
+                   bool paused = false);
   bool IssuedTask(uint32_t id) const { return id > 0 && id < next_id_.load(); }
   // JS thread: a shared object of `size` bytes whose data `source` holds by
   // object offset; every page starts lazy. Returns its id.
@@ -145,9 +148,10 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   void ReleaseTask(uint32_t task);
   // Replays a change a predecessor's journal recorded (and journals it again).
   void ApplyChange(uint32_t task, Change change, uint64_t a, uint64_t b, uint64_t c);
-  // Wakes every thread of `task` waiting on a fault: faults a predecessor
-  // read but never resolved are not delivered again; woken, they re-fault.
-  void WakeAll(uint32_t task);
+  // Starts reading the uffd of a task added paused, then wakes every thread
+  // of it waiting on a fault: faults a predecessor read but never resolved
+  // are not delivered again; woken, they fault anew.
+  void Resume(uint32_t task);
   // Appends a line to the journal in command order.
   void Note(std::string text);
   // Emits a kSynced event with `token` once every command posted before it
@@ -200,6 +204,7 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
     bool ranges_added = false;  // completion waits for the first range
     State state = State::kLive;
     bool touched = false;
+    bool paused = false;         // added paused: its uffd is not watched until Resume
     std::vector<Parked> parked;  // faults waiting for data, one per page
     bool background = false;
     uint64_t chunk_pages = 256;
@@ -222,7 +227,7 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
       kBackground,
       kSourceChanged,
       kChange,
-      kWake,
+      kResume,
       kNote,
       kSync
     };
@@ -256,6 +261,8 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   void Dispatch(Task* t, const uffd_msg& msg);
   void ChangeLayout(Task* t, Change change, uint64_t a, uint64_t b, uint64_t c);
   void Journal(Task* t, const std::string& line);
+  // Adds the task's uffd to the epoll set; false (error event) if it cannot.
+  bool Watch(Task* t);
   void OnFault(Task* t, uint64_t page, bool write, bool need_sent);
   void OnHugeFault(Task* t, uint64_t base, uint64_t unit, bool write, bool need_sent);
   void Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_page, bool copied,
