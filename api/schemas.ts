@@ -117,6 +117,9 @@ export const DumpResult = Type.Object({
 export const TaskStats = Type.Object({
   task: Type.Integer(),
   parent: Type.Union([Type.Integer(), Type.Null()]),
+  pid: Type.Union([Type.Integer(), Type.Null()], {
+    description: 'The process whose memory the task serves; null for a forked child (its fork event names no pid)',
+  }),
   lazyPages: Type.Integer({ description: 'Lazy pages whose image data has not been delivered yet' }),
   faults: Type.Integer({ description: 'Page faults served' }),
   pagesCopied: Type.Integer(),

@@ -155,6 +155,8 @@ export interface PageServiceTaskStats {
   task: number;
   /** Task id of the parent uffd for forked children, else null. */
   parent: number | null;
+  /** The process whose memory the task serves; null when unknown (UFFD_EVENT_FORK names no pid). */
+  pid: number | null;
   /** Lazy pages whose image data has not been delivered yet. */
   lazyPages: number;
   /** Page faults resolved (by copy or zero page). */

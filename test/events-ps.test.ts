@@ -60,7 +60,7 @@ test('ps lists a lazy task of the daemon with its lazy pages, faults and events'
     target = await startTarget(4);
     negotiate(target);
     try {
-      task = daemon.pageService.addTask(target.uffd, new PageSource());
+      task = daemon.pageService.addTask(target.uffd, new PageSource(), target.prog.pid);
     } catch (e) {
       native.closeFd(target.uffd);
       throw e;
@@ -70,14 +70,31 @@ test('ps lists a lazy task of the daemon with its lazy pages, faults and events'
     const json = await lazyrestore(['ps', '--socket', daemon.socketPath, '--json']);
     assert.equal(json.code, 0, json.stderr);
     const [t] = (
-      JSON.parse(json.stdout) as { tasks: Array<{ task: number; parent: number | null; lazyPages: number }> }
+      JSON.parse(json.stdout) as {
+        tasks: Array<{ task: number; pid: number | null; parent: number | null; lazyPages: number }>;
+      }
     ).tasks;
-    assert.deepEqual([t?.task, t?.parent, t?.lazyPages], [task, null, pages]);
+    assert.deepEqual([t?.task, t?.pid, t?.parent, t?.lazyPages], [task, target.prog.pid, null, pages]);
     const text = await lazyrestore(['ps', '--socket', daemon.socketPath]);
     assert.equal(text.code, 0, text.stderr);
     const lines = text.stdout.trimEnd().split('\n');
-    assert.match(lines[0]!, /^TASK\s+PARENT\s+LAZY PAGES\s+FAULTS\s+COPIED\s+ZEROED\s+FORK\s+REMAP\s+REMOVE\s+UNMAP$/);
-    assert.deepEqual(lines[1]!.split(/\s+/), [String(task), '-', String(pages), '0', '0', '0', '0', '0', '0', '0']);
+    assert.match(
+      lines[0]!,
+      /^TASK\s+PID\s+PARENT\s+LAZY PAGES\s+FAULTS\s+COPIED\s+ZEROED\s+FORK\s+REMAP\s+REMOVE\s+UNMAP$/,
+    );
+    assert.deepEqual(lines[1]!.split(/\s+/), [
+      String(task),
+      String(target.prog.pid),
+      '-',
+      String(pages),
+      '0',
+      '0',
+      '0',
+      '0',
+      '0',
+      '0',
+      '0',
+    ]);
   } finally {
     if (task !== 0) daemon.pageService.releaseTask(task);
     target?.prog.kill();

@@ -18,7 +18,19 @@ interface PsArgs {
 
 type Task = TaskListBody['tasks'][number];
 
-const COLUMNS = ['TASK', 'PARENT', 'LAZY PAGES', 'FAULTS', 'COPIED', 'ZEROED', 'FORK', 'REMAP', 'REMOVE', 'UNMAP'];
+const COLUMNS = [
+  'TASK',
+  'PID',
+  'PARENT',
+  'LAZY PAGES',
+  'FAULTS',
+  'COPIED',
+  'ZEROED',
+  'FORK',
+  'REMAP',
+  'REMOVE',
+  'UNMAP',
+];
 
 /** The tasks as an aligned table, one line per task, parents before their children (by task id). */
 export function formatTasks(tasks: Task[]): string {
@@ -27,6 +39,7 @@ export function formatTasks(tasks: Task[]): string {
     .map((t) =>
       [
         t.task,
+        t.pid ?? '-',
         t.parent ?? '-',
         t.lazyPages,
         t.faults,

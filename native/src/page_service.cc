@@ -106,6 +106,7 @@ Napi::Object StatsToJs(Napi::Env env, const TaskStats& s) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("task", num(s.task));
   o.Set("parent", s.parent != 0 ? Napi::Value(num(s.parent)) : env.Null());
+  o.Set("pid", s.pid > 0 ? Napi::Value(num(static_cast<uint64_t>(s.pid))) : env.Null());
   o.Set("lazyPages", num(s.lazy_pages));
   o.Set("faults", num(s.faults));
   o.Set("pagesCopied", num(s.pages_copied));

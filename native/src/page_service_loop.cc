@@ -207,7 +207,8 @@ void Service::RequestStop(bool close_uffds) {
 TaskStats Service::StatsOf(const Task& t) {
   return TaskStats{
       t.id,           t.parent,        t.lazy_pages.Get(), t.faults.Get(),    t.copied.Get(),
-      t.zeroed.Get(), t.ev_fork.Get(), t.ev_remap.Get(),   t.ev_remove.Get(), t.ev_unmap.Get()};
+      t.zeroed.Get(), t.ev_fork.Get(), t.ev_remap.Get(),   t.ev_remove.Get(), t.ev_unmap.Get(),
+      t.pid};
 }
 
 static void AddInto(TaskStats* sum, const TaskStats& s) {

@@ -67,6 +67,7 @@ struct TaskStats {
   uint32_t parent = 0;  // 0 when none
   uint64_t lazy_pages = 0, faults = 0, pages_copied = 0, pages_zeroed = 0;
   uint64_t fork = 0, remap = 0, remove = 0, unmap = 0;
+  int pid = 0;  // the process of the uffd's mm; 0 when unknown (a forked child)
 };
 
 // Fault latency buckets: bucket 0 is under 1 µs, bucket i in [2^(i-1), 2^i) µs,
