@@ -320,6 +320,12 @@ export interface NativeAddon {
   /** pipe2(O_CLOEXEC) in this process, with F_SETPIPE_SZ `capacity` unless 0.
    *  Returns [readFd, writeFd]. */
   restorePipe(capacity: number): [number, number];
+
+  // --- files.cc — fallocate(2)
+  /** fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): frees the blocks of
+   *  [offset, offset+len) of the file open at `fd`, which then reads as zeros;
+   *  the size stays. Synchronous. */
+  punchHole(fd: number, offset: number, len: number): void;
 }
 
 /** How a reaped process ended. */

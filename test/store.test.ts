@@ -16,6 +16,7 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { ClassicLevel } from 'classic-level';
 import { ImageStore, isStoreError, type StoreError, type ImageWriter, type PageWindow } from '../daemon/store/index.js';
+import { corruptChunkByte } from './support/store.js';
 
 const PAGE = 4096;
 const WINDOW = 16 * PAGE;
@@ -567,9 +568,8 @@ describe('image store', () => {
     const map = await db.iterator({ gte: `map!${id}!55!`, lt: `map!${id}!55"` }).all();
     const second = map[1]!;
     const secondHash = second[1].toString('hex', 4);
-    const value = (await db.get(`chunk!${secondHash}`))!;
-    value.writeUInt8(value.readUInt8(100) ^ 0xff, 100);
-    await db.put(`chunk!${secondHash}`, value);
+    // The chunk's bytes live in a pack file; its chunk! value says where (docs/image-store.md).
+    corruptChunkByte(dir, (await db.get(`chunk!${secondHash}`))!, 100);
     const thirdHash = map[2]![1].toString('hex', 4);
     await db.del(`chunk!${thirdHash}`);
     await db.close();

@@ -30,6 +30,7 @@ import {
   validateImageName,
   validateMmId,
 } from './keys.js';
+import { decodeLocation, PackFiles, type ChunkLocation } from './packs.js';
 import { chunkMatches, decodeMapEntry, windowOf, type MapEntry, type PageWindow } from './pagemap.js';
 import type { CheckReport, ImageSummary, LoadedImage, PageRange, RemoveResult, StoreStats } from './types.js';
 import { ImageWriter, META_BYTES, META_JSON } from './writer.js';
@@ -67,11 +68,20 @@ interface WindowRef {
   entry: MapEntry;
 }
 
+/** A chunk's bytes as read from its pack, or what is wrong with it. */
+interface ChunkData {
+  data?: Buffer;
+  problem?: string;
+}
+
 interface ReadBatch {
   windows: WindowRef[];
-  /** Chunk values of the windows with data, in order. */
-  chunks: Array<Buffer | undefined>;
+  /** Chunks of the windows with data, in order. */
+  chunks: ChunkData[];
 }
+
+/** Largest single read from a pack: neighbouring chunks are read together up to this. */
+const READ_SPAN = 8 << 20;
 
 interface ReadContext {
   imageId: string;
@@ -104,8 +114,12 @@ export class ImageStore {
       throw openError(path, e);
     }
     try {
-      const store = new ImageStore(new StoreCore(db, path, await loadCounters(db, path)));
+      const counters = await loadCounters(db, path);
+      const packs = new PackFiles(path);
+      await packs.init();
+      const store = new ImageStore(new StoreCore(db, path, counters, packs));
       await store.recover();
+      await store.core.sweepPacks();
       return store;
     } catch (e) {
       await db.close();
@@ -121,6 +135,8 @@ export class ImageStore {
     if (this.core.closed) return;
     this.core.closed = true;
     await this.core.drain();
+    for (const a of [...this.core.appenders]) await a.close();
+    await this.core.packs.close();
     await this.core.db.close();
   }
 
@@ -208,7 +224,15 @@ export class ImageStore {
    * the content hash. Reads from a snapshot taken at the start, so removing the image meanwhile does not
    * disturb the reader; fetches the next batch of chunks while the caller consumes the current one.
    */
-  async *pages(imageId: string, mmId: string, range: PageRange = {}): AsyncGenerator<PageWindow, void, undefined> {
+  pages(imageId: string, mmId: string, range: PageRange = {}): AsyncGenerator<PageWindow, void, undefined> {
+    return this.core.readingAll(this.readPages(imageId, mmId, range));
+  }
+
+  private async *readPages(
+    imageId: string,
+    mmId: string,
+    range: PageRange,
+  ): AsyncGenerator<PageWindow, void, undefined> {
     validateImageId(imageId);
     validateMmId(mmId);
     const { gte, lt } = windowKeyRange(imageId, mmId, range);
@@ -260,26 +284,30 @@ export class ImageStore {
     }
     const { db } = this.core;
     const window = windowOf(address);
-    return this.core.track(async () => {
-      // getMany reads both keys from one implicit snapshot.
-      const [name, value] = await db.getMany([imageIdKey(imageId), mapKey(imageId, mmId, window)]);
-      if (name === undefined) throw notFoundById(imageId);
-      if (value === undefined) return undefined;
-      const ctx: ReadContext = { imageId, mmId, name: name.toString() };
-      const entry = decodeEntry(ctx, window, value);
-      if (entry.bitmap === 0) return emptyWindow(window, entry);
-      const chunk = await db.get(chunkKey(entry.hash), { fillCache: false });
-      // A chunk can only go missing legitimately if the image was removed after our first read.
-      if (chunk === undefined && !(await db.has(imageIdKey(imageId)))) throw notFoundById(imageId);
-      return verified(ctx, window, entry, chunk);
-    });
+    return this.core.track(() =>
+      this.core.reading(async () => {
+        // getMany reads both keys from one implicit snapshot.
+        const [name, value] = await db.getMany([imageIdKey(imageId), mapKey(imageId, mmId, window)]);
+        if (name === undefined) throw notFoundById(imageId);
+        if (value === undefined) return undefined;
+        const ctx: ReadContext = { imageId, mmId, name: name.toString() };
+        const entry = decodeEntry(ctx, window, value);
+        if (entry.bitmap === 0) return emptyWindow(window, entry);
+        const location = await db.get(chunkKey(entry.hash));
+        // A chunk can only go missing legitimately if the image was removed after our first read.
+        if (location === undefined && !(await db.has(imageIdKey(imageId)))) throw notFoundById(imageId);
+        const [chunk] = await this.readData([location]);
+        return verified(ctx, window, entry, chunk);
+      }),
+    );
   }
 
   async stats(): Promise<StoreStats> {
     const { core } = this;
     return core.track(async () => {
       const images = (await core.db.keys({ ...IMAGES }).all()).length;
-      const diskBytes = await core.db.approximateSize('a', '{');
+      // LevelDB's estimate for the records, plus the blocks the pack files occupy (holes excluded).
+      const diskBytes = (await core.db.approximateSize('a', '{')) + (await core.packs.diskBytes());
       return {
         dir: core.dir,
         images,
@@ -293,7 +321,7 @@ export class ImageStore {
 
   /** Reads the whole store and verifies every invariant of docs/image-store.md (slow: reads all page data). */
   async check(): Promise<CheckReport> {
-    return this.core.track(() => checkStore(this.core.db));
+    return this.core.track(() => this.core.reading(() => checkStore(this.core.db, this.core.packs)));
   }
 
   private async recover(): Promise<void> {
@@ -348,8 +376,62 @@ export class ImageStore {
       windows.push({ address, entry });
       if (entry.bitmap !== 0) keys.push(chunkKey(entry.hash));
     }
-    const chunks = keys.length === 0 ? [] : await this.core.db.getMany(keys, { snapshot, fillCache: false });
-    return { windows, chunks };
+    const locations = keys.length === 0 ? [] : await this.core.db.getMany(keys, { snapshot });
+    return { windows, chunks: await this.readData(locations) };
+  }
+
+  /**
+   * The bytes of chunks from their chunk! values. A fresh image's chunks lie back to back in its pack, in
+   * address order, so neighbours are read together: one read of up to READ_SPAN bytes instead of one per
+   * window.
+   */
+  private async readData(values: Array<Buffer | undefined>): Promise<ChunkData[]> {
+    const out: ChunkData[] = new Array<ChunkData>(values.length);
+    const runs: Array<{ pack: string; offset: number; length: number; first: number; locs: ChunkLocation[] }> = [];
+    values.forEach((value, i) => {
+      if (value === undefined) {
+        out[i] = { problem: 'is missing' };
+        return;
+      }
+      const loc = decodeLocation(value);
+      if (loc === undefined) {
+        out[i] = { problem: 'has a malformed location' };
+        return;
+      }
+      const last = runs[runs.length - 1];
+      if (
+        last !== undefined &&
+        last.pack === loc.pack &&
+        last.offset + last.length === loc.offset &&
+        last.first + last.locs.length === i &&
+        last.length + loc.length <= READ_SPAN
+      ) {
+        last.length += loc.length;
+        last.locs.push(loc);
+      } else {
+        runs.push({ pack: loc.pack, offset: loc.offset, length: loc.length, first: i, locs: [loc] });
+      }
+    });
+    await Promise.all(
+      runs.map(async (run) => {
+        let buf: Buffer;
+        try {
+          buf = await this.core.packs.read(run.pack, run.offset, run.length);
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code ?? String(e);
+          run.locs.forEach(
+            (_, k) => (out[run.first + k] = { problem: `cannot be read from pack ${run.pack} (${code})` }),
+          );
+          return;
+        }
+        let at = 0;
+        run.locs.forEach((loc, k) => {
+          out[run.first + k] = { data: buf.subarray(at, Math.min(buf.length, at + loc.length)) };
+          at += loc.length;
+        });
+      }),
+    );
+    return out;
   }
 }
 
@@ -464,10 +546,11 @@ function emptyWindow(address: number, entry: MapEntry): PageWindow {
   return { address, present: entry.present, bitmap: 0, data: EMPTY };
 }
 
-function verified(ctx: ReadContext, address: number, entry: MapEntry, chunk: Buffer | undefined): PageWindow {
-  if (chunk === undefined) throw corrupt(ctx, address, `chunk ${entry.hash} is missing`);
-  if (!chunkMatches(entry, chunk)) throw corrupt(ctx, address, `chunk ${entry.hash} does not match its content hash`);
-  return { address, present: entry.present, bitmap: entry.bitmap, data: chunk };
+function verified(ctx: ReadContext, address: number, entry: MapEntry, chunk: ChunkData | undefined): PageWindow {
+  const data = chunk?.data;
+  if (data === undefined) throw corrupt(ctx, address, `chunk ${entry.hash} ${chunk?.problem ?? 'is missing'}`);
+  if (!chunkMatches(entry, data)) throw corrupt(ctx, address, `chunk ${entry.hash} does not match its content hash`);
+  return { address, present: entry.present, bitmap: entry.bitmap, data };
 }
 
 function corrupt(ctx: ReadContext, address: number, what: string): StoreError {

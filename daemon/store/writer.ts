@@ -8,6 +8,7 @@ import type { StoreCore } from './core.js';
 import { jsonValue } from './core.js';
 import { StoreError } from './errors.js';
 import { imageIdKey, imageKey, metaKey, pendingKey, validateMetaKey, validateMmId } from './keys.js';
+import type { PackAppender } from './packs.js';
 import { PAGE_SIZE, WindowAssembler, type SealedWindow } from './pagemap.js';
 import type { AddressSpaceSummary, ImageSummary } from './types.js';
 
@@ -46,6 +47,8 @@ export class ImageWriter {
   private newChunks = 0;
   private newBytes = 0;
   private readonly emit = (w: SealedWindow): void => this.enqueue(w);
+  /** The pack file this writer's new chunks go to (packs/<id>). */
+  private readonly pack: PackAppender;
 
   constructor(
     private readonly core: StoreCore,
@@ -53,7 +56,9 @@ export class ImageWriter {
     readonly name: string,
     private readonly info: Record<string, unknown>,
     readonly createdAt: string,
-  ) {}
+  ) {
+    this.pack = core.appender(id);
+  }
 
   get progress(): WriterProgress {
     let pages = 0;
@@ -125,6 +130,7 @@ export class ImageWriter {
       await this.settle();
       this.throwIfFailed();
       const summary = this.summary();
+      await this.pack.close();
       await this.core.track(() => this.writeCommit(summary));
       this.state = 'committed';
       this.core.activeNames.delete(this.name);
@@ -145,6 +151,7 @@ export class ImageWriter {
     }
     this.state = 'aborted';
     await this.settle();
+    await this.pack.close();
     await this.core.track(async () => {
       await this.core.collect(this.id);
       await this.core.deletePending(this.id);
@@ -202,7 +209,7 @@ export class ImageWriter {
     // The rejection is kept in `failure` (reported by the next call), so a caller that stops calling leaves
     // no unhandled rejection behind.
     this.inflight = this.core
-      .track(() => this.core.storeWindows(this.id, windows, this.seen))
+      .track(() => this.core.storeWindows(this.id, windows, this.seen, this.pack))
       .then(
         (r) => {
           this.newChunks += r.newChunks;

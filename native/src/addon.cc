@@ -15,6 +15,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lazyrestore::InitProbe(env, exports);
   lazyrestore::InitPtraceState(env, exports);
   lazyrestore::InitRestore(env, exports);
+  lazyrestore::InitFiles(env, exports);
   return exports;
 }
 

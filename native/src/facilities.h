@@ -13,5 +13,6 @@ void InitPidfd(Napi::Env env, Napi::Object exports);        // pidfd.cc
 void InitProbe(Napi::Env env, Napi::Object exports);        // probe.cc
 void InitPtraceState(Napi::Env env, Napi::Object exports);  // ptrace_state.cc
 void InitRestore(Napi::Env env, Napi::Object exports);      // restore.cc
+void InitFiles(Napi::Env env, Napi::Object exports);        // files.cc
 
 }  // namespace lazyrestore
