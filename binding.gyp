@@ -16,7 +16,8 @@
         "native/src/pidfd.cc",
         "native/src/probe.cc",
         "native/src/restore.cc",
-        "native/src/files.cc"
+        "native/src/files.cc",
+        "native/src/digest.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "_GNU_SOURCE"],

@@ -326,6 +326,11 @@ export interface NativeAddon {
    *  [offset, offset+len) of the file open at `fd`, which then reads as zeros;
    *  the size stays. Synchronous. */
   punchHole(fd: number, offset: number, len: number): void;
+
+  // --- digest.cc — EVP_DigestInit_ex(3) (Node's own OpenSSL), on the libuv thread pool
+  /** Resolves with the sha256 of (u16 LE prefixes[i] ‖ buffers[i]) for each i, concatenated (32 bytes
+   *  each). The buffers must not change until it settles. */
+  chunkHashes(buffers: Buffer[], prefixes: number[]): Promise<Buffer>;
 }
 
 /** How a reaped process ended. */

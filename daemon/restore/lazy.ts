@@ -27,6 +27,12 @@ export const LAZY_FEATURES =
 const WINDOW = 16 * PAGE;
 const USER_END = 0x8000_0000_0000;
 const STATS_INTERVAL_MS = 20;
+/**
+ * A need for a window at most this far past the stream's position is left to the stream: the window is
+ * most likely in a read already in flight (store.pages reads 8 MiB ahead and prefetches the next 8 MiB), and
+ * fetching it again one window at a time would only slow the stream that the faulting task waits for.
+ */
+const STREAM_AHEAD = 16 << 20;
 
 /** Refuses lazy restore on a kernel without every feature it needs, naming the missing ones. */
 export function checkLazySupported(): void {
@@ -86,6 +92,8 @@ export class SourceEntry {
   /** Restores still being served from this source; streaming stops when none is left. */
   users = 0;
   private streaming: Promise<void> | null = null;
+  /** While streaming: the lowest address the stream has not fed yet. */
+  private frontier = -1;
   private readonly inflight = new Map<number, Promise<void>>();
 
   constructor(
@@ -96,6 +104,10 @@ export class SourceEntry {
   /** Brings the window holding `origin` in (once, however many faults ask for it). */
   need(store: ImageStore, origin: number): Promise<void> {
     const window = origin - (origin % WINDOW);
+    // The fault stays parked in the page service until the stream provides the window (or the restore fails).
+    if (this.frontier >= 0 && window >= this.frontier && window < this.frontier + STREAM_AHEAD) {
+      return Promise.resolve();
+    }
     let p = this.inflight.get(window);
     if (!p) {
       p = store.pageWindow(this.imageId, this.mmId, origin).then((w) => {
@@ -112,8 +124,10 @@ export class SourceEntry {
   stream(store: ImageStore): Promise<void> {
     if (this.complete) return Promise.resolve();
     if (!this.streaming) {
+      this.frontier = 0;
       this.streaming = this.run(store).finally(() => {
         this.streaming = null;
+        this.frontier = -1;
       });
     }
     return this.streaming;
@@ -126,6 +140,7 @@ export class SourceEntry {
       if (w.address > next) this.source.markZero(next, w.address - next);
       feedWindow(this.source, w);
       next = w.address + WINDOW;
+      this.frontier = next;
     }
     this.source.markZero(next, USER_END - next);
     this.complete = true;

@@ -38,6 +38,7 @@ import {
   type PackRecord,
 } from './packs.js';
 import { decodeMapEntry, encodeMapEntry, type SealedWindow } from './pagemap.js';
+import { coalesce } from './slabs.js';
 
 export type Db = ClassicLevel<string, Buffer>;
 
@@ -175,7 +176,7 @@ export class StoreCore {
       const ops: Array<{ type: 'put'; key: string; value: Buffer }> = [];
       const result: StoredResult = { newChunks: 0, newBytes: 0 };
       if (added.length > 0) {
-        let offset = await pack.append(added.map((w) => w.data));
+        let offset = await pack.append(coalesce(added.map((w) => w.data)));
         for (const w of added) {
           const loc: ChunkLocation = { pack: pack.pack, offset, length: w.data.length };
           ops.push({ type: 'put', key: chunkKey(w.hash), value: encodeLocation(loc) });

@@ -31,7 +31,8 @@ import {
   validateMmId,
 } from './keys.js';
 import { decodeLocation, PackFiles, type ChunkLocation } from './packs.js';
-import { chunkMatches, decodeMapEntry, windowOf, type MapEntry, type PageWindow } from './pagemap.js';
+import { chunksMatch } from './hashing.js';
+import { decodeMapEntry, windowOf, type MapEntry, type PageWindow } from './pagemap.js';
 import type { CheckReport, ImageSummary, LoadedImage, PageRange, RemoveResult, StoreStats } from './types.js';
 import { ImageWriter, META_BYTES, META_JSON } from './writer.js';
 
@@ -72,6 +73,14 @@ interface WindowRef {
 interface ChunkData {
   data?: Buffer;
   problem?: string;
+  /** Set by checkHashes: the data has the length and content hash its entry names. */
+  matches?: boolean;
+}
+
+/** Verifies the chunks read for `entries` (one each, in order) against their content hashes, off the JS thread. */
+async function checkHashes(entries: MapEntry[], chunks: ChunkData[]): Promise<void> {
+  const ok = await chunksMatch(entries.map((e, i) => ({ bitmap: e.bitmap, hash: e.hash, data: chunks[i]?.data })));
+  ok.forEach((m, i) => (chunks[i]!.matches = m));
 }
 
 interface ReadBatch {
@@ -296,8 +305,9 @@ export class ImageStore {
         const location = await db.get(chunkKey(entry.hash));
         // A chunk can only go missing legitimately if the image was removed after our first read.
         if (location === undefined && !(await db.has(imageIdKey(imageId)))) throw notFoundById(imageId);
-        const [chunk] = await this.readData([location]);
-        return verified(ctx, window, entry, chunk);
+        const chunks = await this.readData([location]);
+        await checkHashes([entry], chunks);
+        return verified(ctx, window, entry, chunks[0]);
       }),
     );
   }
@@ -377,7 +387,12 @@ export class ImageStore {
       if (entry.bitmap !== 0) keys.push(chunkKey(entry.hash));
     }
     const locations = keys.length === 0 ? [] : await this.core.db.getMany(keys, { snapshot });
-    return { windows, chunks: await this.readData(locations) };
+    const chunks = await this.readData(locations);
+    await checkHashes(
+      windows.filter((w) => w.entry.bitmap !== 0).map((w) => w.entry),
+      chunks,
+    );
+    return { windows, chunks };
   }
 
   /**
@@ -549,7 +564,7 @@ function emptyWindow(address: number, entry: MapEntry): PageWindow {
 function verified(ctx: ReadContext, address: number, entry: MapEntry, chunk: ChunkData | undefined): PageWindow {
   const data = chunk?.data;
   if (data === undefined) throw corrupt(ctx, address, `chunk ${entry.hash} ${chunk?.problem ?? 'is missing'}`);
-  if (!chunkMatches(entry, data)) throw corrupt(ctx, address, `chunk ${entry.hash} does not match its content hash`);
+  if (chunk?.matches !== true) throw corrupt(ctx, address, `chunk ${entry.hash} does not match its content hash`);
   return { address, present: entry.present, bitmap: entry.bitmap, data };
 }
 

@@ -10,6 +10,8 @@ import { StoreError } from './errors.js';
 import { imageIdKey, imageKey, metaKey, pendingKey, validateMetaKey, validateMmId } from './keys.js';
 import type { PackAppender } from './packs.js';
 import { PAGE_SIZE, WindowAssembler, type SealedWindow } from './pagemap.js';
+import { hashChunks } from './hashing.js';
+import { SlabAllocator } from './slabs.js';
 import type { AddressSpaceSummary, ImageSummary } from './types.js';
 
 /** Page data queued before a batch is written. Larger batches amortise LevelDB's per-write cost. */
@@ -49,6 +51,8 @@ export class ImageWriter {
   private readonly emit = (w: SealedWindow): void => this.enqueue(w);
   /** The pack file this writer's new chunks go to (packs/<id>). */
   private readonly pack: PackAppender;
+  /** Memory of the sealed windows' data, recycled batch by batch. */
+  private readonly slabs = new SlabAllocator();
 
   constructor(
     private readonly core: StoreCore,
@@ -103,7 +107,7 @@ export class ImageWriter {
     this.validateRun(address, buf, present);
     let asm = this.assemblers.get(mmId);
     if (asm === undefined) {
-      asm = new WindowAssembler(mmId);
+      asm = new WindowAssembler(mmId, this.slabs.alloc);
       this.assemblers.set(mmId, asm);
       this.spaces.set(mmId, { mmId, windows: 0, pages: 0, zeroPages: 0, bytes: 0 });
     }
@@ -204,12 +208,19 @@ export class ImageWriter {
     }
     if (this.queue.length === 0) return;
     const windows = this.queue;
+    // The queued windows' memory belongs to this batch from here; the next windows go into fresh slabs.
+    const slabs = this.slabs.cut();
     this.queue = [];
     this.queuedBytes = 0;
     // The rejection is kept in `failure` (reported by the next call), so a caller that stops calling leaves
     // no unhandled rejection behind.
     this.inflight = this.core
-      .track(() => this.core.storeWindows(this.id, windows, this.seen, this.pack))
+      .track(async () => {
+        const withData = windows.filter((w) => w.bitmap !== 0);
+        const hashes = await hashChunks(withData);
+        withData.forEach((w, i) => (w.hash = hashes[i]!));
+        return this.core.storeWindows(this.id, windows, this.seen, this.pack);
+      })
       .then(
         (r) => {
           this.newChunks += r.newChunks;
@@ -220,6 +231,7 @@ export class ImageWriter {
         },
       )
       .finally(() => {
+        this.slabs.release(slabs);
         this.inflight = undefined;
       });
   }

@@ -16,6 +16,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lazyrestore::InitPtraceState(env, exports);
   lazyrestore::InitRestore(env, exports);
   lazyrestore::InitFiles(env, exports);
+  lazyrestore::InitDigest(env, exports);
   return exports;
 }
 

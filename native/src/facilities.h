@@ -14,5 +14,6 @@ void InitProbe(Napi::Env env, Napi::Object exports);        // probe.cc
 void InitPtraceState(Napi::Env env, Napi::Object exports);  // ptrace_state.cc
 void InitRestore(Napi::Env env, Napi::Object exports);      // restore.cc
 void InitFiles(Napi::Env env, Napi::Object exports);        // files.cc
+void InitDigest(Napi::Env env, Napi::Object exports);       // digest.cc
 
 }  // namespace lazyrestore
