@@ -16,6 +16,8 @@ import type { AddressSpaceSummary, ImageSummary } from './types.js';
 
 /** Page data queued before a batch is written. Larger batches amortise LevelDB's per-write cost. */
 const FLUSH_BYTES = 8 << 20;
+/** Window data per hash job (hashing.ts): started as soon as that much is queued. */
+const HASH_GROUP_BYTES = 2 << 20;
 /** Page map entries of windows without data are tiny; bound their number per batch too. */
 const FLUSH_WINDOWS = 4096;
 const MAX_ADDRESS = Number.MAX_SAFE_INTEGER;
@@ -44,6 +46,10 @@ export class ImageWriter {
   private readonly seen = new Set<string>();
   private queue: SealedWindow[] = [];
   private queuedBytes = 0;
+  /** Queued windows with data not yet handed to a hash job, and the jobs of the queue. */
+  private unhashed: SealedWindow[] = [];
+  private unhashedBytes = 0;
+  private hashing: Array<Promise<void>> = [];
   private inflight: Promise<void> | undefined;
   private failure: unknown;
   private newChunks = 0;
@@ -196,6 +202,26 @@ export class ImageWriter {
     for (; bits !== 0; bits &= bits - 1) space.zeroPages++;
     this.queue.push(w);
     this.queuedBytes += w.data.length;
+    if (w.bitmap !== 0) {
+      this.unhashed.push(w);
+      this.unhashedBytes += w.data.length;
+      if (this.unhashedBytes >= HASH_GROUP_BYTES) this.startHashing();
+    }
+  }
+
+  /**
+   * Hashes the windows sealed since the last call, on the thread pool, while the caller goes on producing
+   * and the previous batch is written; the batch that takes these windows waits for the job first.
+   */
+  private startHashing(): void {
+    const group = this.unhashed;
+    if (group.length === 0) return;
+    this.unhashed = [];
+    this.unhashedBytes = 0;
+    const job = hashChunks(group).then((hashes) => group.forEach((w, i) => (w.hash = hashes[i]!)));
+    // Awaited by the batch; marked handled here so that a writer aborted before that leaves no unhandled rejection.
+    job.catch(() => undefined);
+    this.hashing.push(job);
   }
 
   /** Hands the queue to a new batch once the previous one has settled; does not wait for the new one. */
@@ -212,13 +238,15 @@ export class ImageWriter {
     const slabs = this.slabs.cut();
     this.queue = [];
     this.queuedBytes = 0;
+    // Every queued window is in one of the hash jobs started so far (they follow the queue's order).
+    this.startHashing();
+    const hashing = this.hashing;
+    this.hashing = [];
     // The rejection is kept in `failure` (reported by the next call), so a caller that stops calling leaves
     // no unhandled rejection behind.
     this.inflight = this.core
       .track(async () => {
-        const withData = windows.filter((w) => w.bitmap !== 0);
-        const hashes = await hashChunks(withData);
-        withData.forEach((w, i) => (w.hash = hashes[i]!));
+        await Promise.all(hashing);
         return this.core.storeWindows(this.id, windows, this.seen, this.pack);
       })
       .then(
