@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -392,6 +392,56 @@ describe('image store', () => {
       assert.equal(report.refs, 0);
       assert.equal(report.mapEntries, 0);
     });
+  });
+
+  test('pack space is given back: punched while another image shares the pack, deleted after the last reader', async () => {
+    const dir = join(await tempDir(), 'store');
+    const store = await ImageStore.open(dir);
+    try {
+      const packsDir = join(dir, 'packs');
+      const allocated = async (id: string): Promise<number> => (await stat(join(packsDir, id))).blocks * 512;
+      const shared = pages(128);
+      await writeImage(store, 'a', {
+        '1': [
+          [0x100000, shared],
+          [0x900000, pages(64)],
+        ],
+      });
+      const b = await writeImage(store, 'b', {
+        '1': [
+          [0x100000, shared],
+          [0xa00000, pages(48)],
+        ],
+      });
+      const idA = (await store.inspect('a')).id;
+      const idB = (await store.inspect('b')).id;
+      assert.deepEqual((await readdir(packsDir)).sort(), [idA, idB].sort());
+      const before = await allocated(idA);
+      const removed = await store.remove('a');
+      // a's pack keeps the chunks b shares; the ones only a used are punched out.
+      assert.ok(
+        before - (await allocated(idA)) >= removed.freedBytes,
+        `${before} -> ${await allocated(idA)} bytes allocated after freeing ${removed.freedBytes}`,
+      );
+      await assertClean(store);
+
+      // A reader that started before the removal of b keeps both packs alive until it ends.
+      const reader = store.pages(idB, '1')[Symbol.asyncIterator]();
+      const seen: Expected = new Map();
+      const first = await reader.next();
+      assert.equal(first.done, false);
+      windowPages(first.value, seen);
+      await store.remove('b');
+      assert.deepEqual((await readdir(packsDir)).sort(), [idA, idB].sort(), 'nothing reclaimed under a reader');
+      for (let r = await reader.next(); r.done !== true; r = await reader.next()) windowPages(r.value, seen);
+      assertSame(seen, b.expected.get('1')!, 'b read across its removal');
+      // The last reader's end runs the reclaim.
+      for (let i = 0; i < 200 && (await readdir(packsDir)).length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(await readdir(packsDir), []);
+      await assertClean(store);
+    } finally {
+      await store.close();
+    }
   });
 
   test('abort leaves nothing behind and keeps chunks others use', async () => {
