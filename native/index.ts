@@ -224,6 +224,14 @@ export interface NativeAddon {
   pageSourceProvide(src: PageSourceHandle, origin: number, data: Buffer): void;
   /** Declare [origin, origin+len) as zero in the image (never stored). */
   pageSourceMarkZero(src: PageSourceHandle, origin: number, len: number): void;
+  /** mmap(2) of [offset, offset+len) of `fd` (page-aligned), read-only and
+   *  shared, owned by the source until it dies. Returns the mapping as a
+   *  Buffer (it keeps the source alive) that must never be written to. The
+   *  file range must stay as it is while the source lives. */
+  pageSourceMapFile(src: PageSourceHandle, fd: number, offset: number, len: number): Buffer;
+  /** As pageSourceProvide, without a copy: `data` must be a view of a
+   *  mapping of this source (pageSourceMapFile). */
+  pageSourceAdopt(src: PageSourceHandle, origin: number, data: Buffer): void;
   /** Bytes of page data the source holds. */
   pageSourceBytes(src: PageSourceHandle): number;
 

@@ -97,6 +97,8 @@ export class StoreCore {
   /** Space to give back once no reader is active: reclaim! entries exist, or packs lost their record. */
   private reclaimDue = false;
   private readonly unlinkDue = new Set<string>();
+  /** Packs whose bytes someone uses beyond a read (mapped page sources): not punched or deleted meanwhile. */
+  private readonly holds = new Map<string, number>();
   /** Pack files of writers still open, closed with the store. */
   readonly appenders = new Set<PackAppender>();
 
@@ -112,6 +114,26 @@ export class StoreCore {
     const a = new PackAppender(this.packs, id, (x) => this.appenders.delete(x));
     this.appenders.add(a);
     return a;
+  }
+
+  /**
+   * Keeps pack `pack` as it is (no hole punched, not deleted) until the returned function is called: for
+   * memory that maps the pack and outlives the read that produced it. Take it while still reading.
+   */
+  holdPack(pack: string): () => void {
+    this.holds.set(pack, (this.holds.get(pack) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = this.holds.get(pack)! - 1;
+      if (n > 0) {
+        this.holds.set(pack, n);
+        return;
+      }
+      this.holds.delete(pack);
+      if (this.readers === 0 && !this.closed) this.track(() => this.reclaim()).catch(() => undefined);
+    };
   }
 
   /**
@@ -346,6 +368,10 @@ export class StoreCore {
       }
       for (const pack of this.unlinkDue) if (!byPack.has(pack)) byPack.set(pack, []);
       this.unlinkDue.clear();
+      // A held pack keeps its entries (and its file) for the reclaim that follows the release of its hold.
+      for (const pack of this.holds.keys()) {
+        if (byPack.delete(pack)) this.unlinkDue.add(pack);
+      }
       const packs = [...byPack.keys()];
       const live = packs.length === 0 ? [] : await this.db.hasMany(packs.map(packKey));
       for (let i = 0; i < packs.length; i++) {
@@ -353,7 +379,8 @@ export class StoreCore {
         if (live[i]) await this.packs.punch(pack, byPack.get(pack)!);
         else if (![...this.appenders].some((a) => a.pack === pack)) await this.packs.remove(pack);
       }
-      if (entries.length > 0) await this.db.batch(entries.map(([key]) => ({ type: 'del' as const, key })));
+      const done = entries.filter(([key]) => byPack.has(key.split('!')[1]!));
+      if (done.length > 0) await this.db.batch(done.map(([key]) => ({ type: 'del' as const, key })));
     });
   }
 

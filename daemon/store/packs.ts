@@ -56,6 +56,12 @@ export function decodeLocation(value: Buffer): ChunkLocation | undefined {
   return { pack, offset: value.readUIntLE(16, 6), length: value.readUInt32LE(24) };
 }
 
+/**
+ * Gives a reader the bytes of `length` at `offset` of pack `pack` (file `path`) its own way, e.g. as a file
+ * mapping (daemon/restore/lazy.ts). Shorter when the file is: reported as a chunk that does not match.
+ */
+export type PackMapper = (pack: string, path: string, offset: number, length: number) => Buffer;
+
 /** The pack file one writer appends its new chunks to. Created on the first append. */
 export class PackAppender {
   /** Bytes appended so far: the offset of the next chunk. */

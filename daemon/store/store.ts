@@ -30,7 +30,7 @@ import {
   validateImageName,
   validateMmId,
 } from './keys.js';
-import { decodeLocation, PackFiles, type ChunkLocation } from './packs.js';
+import { decodeLocation, PackFiles, type ChunkLocation, type PackMapper } from './packs.js';
 import { chunksMatch } from './hashing.js';
 import { decodeMapEntry, windowOf, type MapEntry, type PageWindow } from './pagemap.js';
 import type { CheckReport, ImageSummary, LoadedImage, PageRange, RemoveResult, StoreStats } from './types.js';
@@ -67,6 +67,15 @@ const EMPTY = Buffer.alloc(0);
 interface WindowRef {
   address: number;
   entry: MapEntry;
+}
+
+/** How pages() gets chunk bytes. */
+export interface PageReadOptions {
+  /**
+   * Instead of reading into fresh Buffers: `map` gives views of the pack's bytes (a page source maps the
+   * pack file, so no copy is made). It must hold each pack it maps (holdPack) for as long as it uses them.
+   */
+  map?: PackMapper;
 }
 
 /** A chunk's bytes as read from its pack, or what is wrong with it. */
@@ -233,14 +242,28 @@ export class ImageStore {
    * the content hash. Reads from a snapshot taken at the start, so removing the image meanwhile does not
    * disturb the reader; fetches the next batch of chunks while the caller consumes the current one.
    */
-  pages(imageId: string, mmId: string, range: PageRange = {}): AsyncGenerator<PageWindow, void, undefined> {
-    return this.core.readingAll(this.readPages(imageId, mmId, range));
+  pages(
+    imageId: string,
+    mmId: string,
+    range: PageRange = {},
+    options: PageReadOptions = {},
+  ): AsyncGenerator<PageWindow, void, undefined> {
+    return this.core.readingAll(this.readPages(imageId, mmId, range, options.map));
+  }
+
+  /**
+   * Keeps pack `pack` (named to a {@link PageReadOptions.map} mapper) from being punched or deleted until the
+   * returned function is called.
+   */
+  holdPack(pack: string): () => void {
+    return this.core.holdPack(pack);
   }
 
   private async *readPages(
     imageId: string,
     mmId: string,
     range: PageRange,
+    map: PackMapper | undefined,
   ): AsyncGenerator<PageWindow, void, undefined> {
     validateImageId(imageId);
     validateMmId(mmId);
@@ -256,7 +279,7 @@ export class ImageStore {
       it = iterator;
       const fetch = (): Promise<ReadBatch | undefined> => {
         const p = iterator.nextv(READ_BATCH).then((entries) => {
-          return entries.length === 0 ? undefined : this.readChunks(entries, snapshot, ctx);
+          return entries.length === 0 ? undefined : this.readChunks(entries, snapshot, ctx, map);
         });
         // Marked handled: a caller that abandons the iteration must not turn a failed prefetch into an
         // unhandled rejection; a caller that goes on gets the error from its own await.
@@ -376,6 +399,7 @@ export class ImageStore {
     entries: Array<[string, Buffer]>,
     snapshot: ReturnType<Db['snapshot']>,
     ctx: ReadContext,
+    map: PackMapper | undefined,
   ): Promise<ReadBatch> {
     const windows: WindowRef[] = [];
     const keys: string[] = [];
@@ -387,7 +411,7 @@ export class ImageStore {
       if (entry.bitmap !== 0) keys.push(chunkKey(entry.hash));
     }
     const locations = keys.length === 0 ? [] : await this.core.db.getMany(keys, { snapshot });
-    const chunks = await this.readData(locations);
+    const chunks = await this.readData(locations, map);
     await checkHashes(
       windows.filter((w) => w.entry.bitmap !== 0).map((w) => w.entry),
       chunks,
@@ -400,7 +424,7 @@ export class ImageStore {
    * address order, so neighbours are read together: one read of up to READ_SPAN bytes instead of one per
    * window.
    */
-  private async readData(values: Array<Buffer | undefined>): Promise<ChunkData[]> {
+  private async readData(values: Array<Buffer | undefined>, map?: PackMapper): Promise<ChunkData[]> {
     const out: ChunkData[] = new Array<ChunkData>(values.length);
     const runs: Array<{ pack: string; offset: number; length: number; first: number; locs: ChunkLocation[] }> = [];
     values.forEach((value, i) => {
@@ -431,7 +455,10 @@ export class ImageStore {
       runs.map(async (run) => {
         let buf: Buffer;
         try {
-          buf = await this.core.packs.read(run.pack, run.offset, run.length);
+          buf =
+            map === undefined
+              ? await this.core.packs.read(run.pack, run.offset, run.length)
+              : map(run.pack, this.core.packs.path(run.pack), run.offset, run.length);
         } catch (e) {
           const code = (e as NodeJS.ErrnoException).code ?? String(e);
           run.locs.forEach(
