@@ -444,6 +444,26 @@ describe('image store', () => {
     }
   });
 
+  test('a held pack (mapped by a page source) is neither punched nor deleted until its hold is released', async () => {
+    const dir = join(await tempDir(), 'store');
+    const store = await ImageStore.open(dir);
+    try {
+      const packsDir = join(dir, 'packs');
+      await writeImage(store, 'held', { '1': [[0, pages(64)]] });
+      const { id } = await store.inspect('held');
+      const release = store.holdPack(id);
+      await store.remove('held');
+      assert.deepEqual(await readdir(packsDir), [id], 'kept while held');
+      assert.equal((await store.stats()).chunks, 0, 'the chunks are gone all the same');
+      release();
+      for (let i = 0; i < 200 && (await readdir(packsDir)).length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(await readdir(packsDir), []);
+      await assertClean(store);
+    } finally {
+      await store.close();
+    }
+  });
+
   test('abort leaves nothing behind and keeps chunks others use', async () => {
     await withStore(async (store) => {
       const data = pages(64);
