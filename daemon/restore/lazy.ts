@@ -103,6 +103,8 @@ export class SourceEntry {
   /** Packs the source maps, held against space reclamation while the source may serve from them. */
   private readonly holds = new Map<string, () => void>();
   private released = false;
+  /** Each pack the stream read, mapped whole (pageSourceMapFile), by pack id. */
+  private readonly mapped = new Map<string, Buffer>();
   private readonly inflight = new Map<number, Promise<void>>();
 
   constructor(
@@ -162,20 +164,29 @@ export class SourceEntry {
     this.complete = true;
   }
 
+  /**
+   * A view of `length` bytes at `offset` of a pack. Each pack is mapped once, whole: a committed image's pack
+   * no longer grows, and one mapping per pack instead of one per 8 MiB read keeps the mmap calls, the VMAs
+   * and the external memory V8 is told about (which drives its garbage collections) small.
+   */
   private map(store: ImageStore, pack: string, path: string, offset: number, length: number): Buffer {
     // Once forgotten by the cache nobody is served from here any more (a stream that has not noticed yet
     // stops at its next window), so no new hold is taken that nothing would release.
     if (!this.released && !this.holds.has(pack)) this.holds.set(pack, store.holdPack(pack));
-    const fd = openSync(path, 'r');
-    try {
-      // Touching a mapping past the end of its file is SIGBUS: a short pack (a damaged store) gives what
-      // there is, which then fails verification like any other damaged chunk.
-      const size = fstatSync(fd).size;
-      if (offset + length > size) return Buffer.alloc(Math.max(0, size - offset));
-      return this.source.mapFile(fd, offset, length);
-    } finally {
-      closeSync(fd);
+    let whole = this.mapped.get(pack);
+    if (whole === undefined) {
+      const fd = openSync(path, 'r');
+      try {
+        // Touching a mapping past the end of its file is SIGBUS, so map whole pages of what the file has.
+        const size = fstatSync(fd).size - (fstatSync(fd).size % PAGE);
+        whole = size === 0 ? Buffer.alloc(0) : this.source.mapFile(fd, 0, size);
+      } finally {
+        closeSync(fd);
+      }
+      this.mapped.set(pack, whole);
     }
+    // A short pack (a damaged store) gives what there is, which then fails verification.
+    return whole.subarray(Math.min(offset, whole.length), Math.min(offset + length, whole.length));
   }
 
   /** Called when the cache forgets this source: the packs it mapped may be reclaimed once nobody serves from it. */
