@@ -204,6 +204,8 @@ export class SourceEntry {
  */
 class SourceCache {
   private readonly entries = new Map<string, SourceEntry>();
+  /** Ids of removed images whose sources were still serving when they were removed. */
+  private readonly removed = new Set<string>();
   limitBytes = Number(process.env['LAZYRESTORE_SOURCE_CACHE_BYTES'] ?? 2 ** 31);
 
   get(imageId: string, mmId: string): SourceEntry {
@@ -217,6 +219,18 @@ class SourceCache {
 
   trim(): void {
     let total = 0;
+    const serving = new Set<string>();
+    for (const [key, e] of this.entries) {
+      if (!this.removed.has(e.imageId)) continue;
+      // A source of a removed image that was still serving when imageRemoved() ran goes once it is idle.
+      if (e.users > 0) {
+        serving.add(e.imageId);
+        continue;
+      }
+      this.entries.delete(key);
+      e.release();
+    }
+    for (const id of this.removed) if (!serving.has(id)) this.removed.delete(id);
     for (const e of this.entries.values()) total += e.source.bytes;
     for (const [key, e] of this.entries) {
       if (total <= this.limitBytes) return;
@@ -227,7 +241,13 @@ class SourceCache {
     }
   }
 
-  /** Forgets an image (removed from the store). */
+  /** The image was removed from the store: its idle sources go now, the others once idle (trim). */
+  imageRemoved(imageId: string): void {
+    this.removed.add(imageId);
+    this.drop(imageId);
+  }
+
+  /** Forgets the idle sources of an image (the next restore of it reads the store again). */
   drop(imageId: string): void {
     for (const [key, e] of this.entries) {
       if (e.imageId !== imageId || e.users > 0) continue;
