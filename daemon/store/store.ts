@@ -62,6 +62,13 @@ interface PendingRecord {
 
 /** Windows per read batch in pages(): 128 x 64 KiB = 8 MiB per getMany. */
 const READ_BATCH = 128;
+/**
+ * Batches pages() fetches ahead of the caller. Each is a chain of LevelDB reads, pack reads and hash jobs on
+ * the thread pool. With one ahead, the chain's latency showed between batches: a lazy restore of 1 GiB, whose
+ * program waits for the stream, took 1.2-1.9 s; with two 0.88-0.96 s, with three 0.83-0.93 s (pages() alone
+ * 0.9 -> 1.6 GB/s). A batch read into Buffers is 8 MiB of memory.
+ */
+const READ_AHEAD = 3;
 const EMPTY = Buffer.alloc(0);
 
 interface WindowRef {
@@ -272,26 +279,28 @@ export class ImageStore {
     const { db } = this.core;
     const snapshot = db.snapshot();
     let it: ReturnType<Db['iterator']> | undefined;
-    let next: Promise<ReadBatch | undefined> | undefined;
+    // Batches fetched ahead, oldest first.
+    const ahead: Array<Promise<ReadBatch | undefined>> = [];
     try {
       const ctx: ReadContext = { imageId, mmId, name: await this.imageName(imageId, snapshot) };
       const iterator = db.iterator({ gte, lt, snapshot, highWaterMarkBytes: 1 << 16 });
       it = iterator;
+      // An iterator takes one nextv at a time: each fetch asks for its entries after the previous one got its.
+      let entriesDone: Promise<unknown> = Promise.resolve();
       const fetch = (): Promise<ReadBatch | undefined> => {
-        const p = iterator.nextv(READ_BATCH).then((entries) => {
-          return entries.length === 0 ? undefined : this.readChunks(entries, snapshot, ctx, map);
-        });
+        const entries = entriesDone.then(() => iterator.nextv(READ_BATCH));
+        entriesDone = entries.catch(() => undefined);
+        const p = entries.then((list) => (list.length === 0 ? undefined : this.readChunks(list, snapshot, ctx, map)));
         // Marked handled: a caller that abandons the iteration must not turn a failed prefetch into an
         // unhandled rejection; a caller that goes on gets the error from its own await.
         void p.catch(() => undefined);
         return p;
       };
-      next = fetch();
+      while (ahead.length < READ_AHEAD) ahead.push(fetch());
       for (;;) {
-        const batch = await next;
-        next = undefined;
+        const batch = await ahead.shift()!;
         if (batch === undefined) return;
-        next = fetch();
+        ahead.push(fetch());
         let c = 0;
         for (const { address, entry } of batch.windows) {
           yield entry.bitmap === 0 ? emptyWindow(address, entry) : verified(ctx, address, entry, batch.chunks[c++]);
@@ -300,8 +309,8 @@ export class ImageStore {
     } catch (e) {
       throw this.core.closed && !isStoreError(e) ? this.core.closedError() : e;
     } finally {
-      // A prefetch still running when the caller stops must settle before its iterator closes.
-      if (next !== undefined) await next.catch(() => undefined);
+      // Prefetches still running when the caller stops must settle before their iterator closes.
+      await Promise.all(ahead.map((p) => p.catch(() => undefined)));
       await it?.close();
       await snapshot.close();
     }
