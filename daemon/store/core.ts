@@ -350,8 +350,9 @@ export class StoreCore {
   /**
    * Gives back the space of chunks that were deleted: punches their ranges out of packs that still hold
    * live chunks and deletes packs that hold none. Runs only while no reader is active (a reader started
-   * before the deletion may still read those bytes); the last reader to finish runs it then. The reclaim!
-   * entries make it survive a crash: open() runs it before anything else.
+   * before the deletion may still read those bytes); the last reader to finish runs it then. A held pack
+   * (holdPack) is skipped and keeps its entries until the hold is released. The reclaim! entries make it
+   * survive a crash: open() runs it before anything else.
    */
   async reclaim(): Promise<void> {
     if (this.readers > 0) return;
