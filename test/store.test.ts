@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -16,6 +16,7 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { ClassicLevel } from 'classic-level';
 import { ImageStore, isStoreError, type StoreError, type ImageWriter, type PageWindow } from '../daemon/store/index.js';
+import { decodeLocation } from '../daemon/store/packs.js';
 import { corruptChunkByte } from './support/store.js';
 
 const PAGE = 4096;
@@ -770,6 +771,56 @@ describe('image store', () => {
     await db.open();
     assert.deepEqual(await db.keys().all(), ['someone']);
     await db.close();
+  });
+
+  test('a format-1 store (chunk bytes in LevelDB) is migrated to pack files at open', async () => {
+    const dir = join(await tempDir(), 'store');
+    let store = await ImageStore.open(dir);
+    const shared = pages(64);
+    const written = await writeImage(store, 'old', {
+      '1': [
+        [0, shared],
+        [0x200000, pages(40)],
+      ],
+      '2': [[0, shared]],
+    });
+    const before = await store.stats();
+    await store.close();
+
+    // Turn it into what format 1 wrote (docs/image-store.md): the chunk bytes as chunk! values, no packs.
+    const db = new ClassicLevel<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+    await db.open();
+    for (const [key, value] of await db.iterator({ gte: 'chunk!', lt: 'chunk"' }).all()) {
+      const loc = decodeLocation(value)!;
+      const bytes = (await readFile(join(dir, 'packs', loc.pack))).subarray(loc.offset, loc.offset + loc.length);
+      await db.put(key, Buffer.from(bytes));
+    }
+    await db.clear({ gte: 'pack!', lt: 'pack"' });
+    await db.put('store!format', Buffer.from(JSON.stringify({ version: 1 })));
+    await db.close();
+    await rm(join(dir, 'packs'), { recursive: true });
+
+    store = await ImageStore.open(dir);
+    try {
+      const img = await store.loadImage('old');
+      for (const mm of ['1', '2']) assertSame(await readAll(store, img.id, mm), written.expected.get(mm)!, mm);
+      const after = await store.stats();
+      assert.equal(after.chunks, before.chunks);
+      assert.equal(after.chunkBytes, before.chunkBytes);
+      await assertClean(store);
+      await store.remove('old');
+      for (let i = 0; i < 200 && (await readdir(join(dir, 'packs'))).length > 0; i++)
+        await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(await readdir(join(dir, 'packs')), []);
+      await assertClean(store);
+    } finally {
+      await store.close();
+    }
+    // Reopening a migrated store finds format 2.
+    const reopened = new ClassicLevel<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+    await reopened.open();
+    assert.deepEqual(JSON.parse((await reopened.get('store!format'))!.toString()), { version: 2 });
+    await reopened.close();
   });
 
   test('two writers at once share chunks; removal during a sharing writer keeps its chunks', async () => {

@@ -4,6 +4,7 @@
  *
  *   store!format                 format version (JSON)
  *   store!counters               { chunks, chunkBytes } of the whole store (JSON)
+ *   store!migration              { pack } while a format-1 store is being migrated (migrate.ts)
  *   image!<name>                 committed image record (JSON); the catalogue that list() reads
  *   image-id!<id>                name of a committed image, for readers that hold an id
  *   pending!<id>                 writer in progress or removal in progress (JSON); garbage after a crash
@@ -27,7 +28,7 @@ const ID_RE = /^[0-9a-f]{16}$/;
 
 export const FORMAT_KEY = 'store!format';
 export const COUNTERS_KEY = 'store!counters';
-/** 2: page data in pack files (1 kept it in chunk! values); a store of another version is refused. */
+/** 2: page data in pack files; 1 kept it in chunk! values and is migrated at open (migrate.ts). */
 export const FORMAT_VERSION = 2;
 
 /** Half-open key range [gte, lt) of everything below `prefix` (which ends in '!'). */

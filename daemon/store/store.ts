@@ -30,6 +30,7 @@ import {
   validateImageName,
   validateMmId,
 } from './keys.js';
+import { migrateFromV1 } from './migrate.js';
 import { decodeLocation, PackFiles, type ChunkLocation, type PackMapper } from './packs.js';
 import { chunksMatch } from './hashing.js';
 import { decodeMapEntry, windowOf, type MapEntry, type PageWindow } from './pagemap.js';
@@ -139,8 +140,8 @@ export class ImageStore {
       throw openError(path, e);
     }
     try {
-      const counters = await loadCounters(db, path);
       const packs = new PackFiles(path);
+      const counters = await loadCounters(db, path, packs);
       await packs.init();
       const store = new ImageStore(new StoreCore(db, path, counters, packs));
       await store.recover();
@@ -516,7 +517,7 @@ function openError(path: string, e: unknown): StoreError {
 }
 
 /** Checks the format key (initialising an empty store) and returns the store-wide counters. */
-async function loadCounters(db: Db, path: string): Promise<Counters> {
+async function loadCounters(db: Db, path: string, packs: PackFiles): Promise<Counters> {
   const [format, counters] = await db.getMany([FORMAT_KEY, COUNTERS_KEY]);
   if (format === undefined) {
     const anyKey = await db.keys({ limit: 1 }).all();
@@ -535,7 +536,9 @@ async function loadCounters(db: Db, path: string): Promise<Counters> {
     return fresh;
   }
   const { version } = parseJson<{ version: number }>(format, FORMAT_KEY);
-  if (version !== FORMAT_VERSION) {
+  // Format 1 kept the chunk bytes in LevelDB; they move to a pack file once, here.
+  if (version === 1) await migrateFromV1(db, packs);
+  else if (version !== FORMAT_VERSION) {
     throw new StoreError(
       'UNSUPPORTED_STORE_FORMAT',
       `image store ${path} has format ${version}; this build reads ${FORMAT_VERSION}`,
