@@ -41,7 +41,7 @@ export interface SealedWindow {
   present: number;
   bitmap: number;
   data: Buffer;
-  /** sha256 hex of the chunk; '' when bitmap is 0 (no chunk). */
+  /** sha256 hex of the chunk; '' when bitmap is 0 (no chunk), and until the writer has hashed the batch. */
   hash: string;
 }
 
@@ -115,7 +115,11 @@ export class WindowAssembler {
   /** Lowest page address a run may start at. */
   private next = 0;
 
-  constructor(readonly mmId: string) {}
+  /** `alloc` gives the memory each sealed window's data is copied into (the caller's buffers are reused). */
+  constructor(
+    readonly mmId: string,
+    private readonly alloc: (bytes: number) => Buffer = (n) => Buffer.allocUnsafe(n),
+  ) {}
 
   add(address: number, data: Buffer, flags: Uint8Array | undefined, emit: (w: SealedWindow) => void): AddCounts {
     if (address < this.next) {
@@ -163,14 +167,19 @@ export class WindowAssembler {
 
   private seal(emit: (w: SealedWindow) => void, nextWindow: number): void {
     if (this.present !== 0) {
-      const pages: Buffer[] = [];
-      for (let i = 0; i < WINDOW_PAGES; i++) {
-        const slot = this.slots[i];
-        if (slot !== undefined) pages.push(slot);
+      let data: Buffer = EMPTY;
+      if (this.bitmap !== 0) {
+        data = this.alloc(popcount16(this.bitmap) * PAGE_SIZE);
+        let at = 0;
+        for (let i = 0; i < WINDOW_PAGES; i++) {
+          const slot = this.slots[i];
+          if (slot === undefined) continue;
+          slot.copy(data, at);
+          at += PAGE_SIZE;
+        }
       }
-      const data = pages.length === 0 ? EMPTY : Buffer.concat(pages, pages.length * PAGE_SIZE);
-      const hash = this.bitmap === 0 ? '' : chunkHash(this.bitmap, data);
-      emit({ mmId: this.mmId, address: this.window, present: this.present, bitmap: this.bitmap, data, hash });
+      // The hash is computed by the writer, a batch at a time, off the JS thread (hashing.ts).
+      emit({ mmId: this.mmId, address: this.window, present: this.present, bitmap: this.bitmap, data, hash: '' });
     }
     this.window = nextWindow;
     this.present = 0;
