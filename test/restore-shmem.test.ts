@@ -124,20 +124,32 @@ test('a tree sharing 64 MiB of shared anonymous memory and a memfd is restored l
 
 test('MADV_REMOVE, MADV_DONTNEED and munmap on lazy shared memory keep every process exact', async (t) => {
   if (!hasShmem) return t.skip('this kernel offers no UFFD_FEATURE_MISSING_SHMEM');
-  const { w, pids, go } = await dumpShmem('shm-events', true);
-  try {
-    writeFileSync(go, '');
-    // Without background copy the event ranges, which no process touches before the events, are still lazy when
-    // they happen: the punched MiB must read zero (not its image data), the dropped one its image data (not zero).
-    const tree = await restoreImage(store, 'shm-events', { background: false });
-    const exit = await keepAlive(tree.exited);
-    const done = await keepAlive(tree.complete);
-    assert.deepEqual(exit, { pid: pids[0], kind: 'exited', status: 0 }, w.output());
-    assertVerified(w.output());
-    assert.deepEqual(done.errors, []);
-  } finally {
-    w.kill();
-    killAll(pids);
+  // An madvise(2) that lands between the service's scan of the threads and its read of the event cannot be told
+  // apart: the tree is then killed with a named error (a correct outcome, never a wrong page), and the scenario
+  // is tried again.
+  for (let attempt = 1; ; attempt++) {
+    const { w, pids, go } = await dumpShmem(`shm-events-${attempt}`, true);
+    try {
+      writeFileSync(go, '');
+      // Without background copy the event ranges, which no process touches before the events, are still lazy
+      // when they happen: the punched MiB must read zero (not its image data), the dropped one its image data.
+      const tree = await restoreImage(store, `shm-events-${attempt}`, { background: false });
+      const exit = await keepAlive(tree.exited);
+      const done = await keepAlive(tree.complete).catch((e: unknown) => e as Error);
+      if (done instanceof Error && /the call raced the scan/.test(done.message) && attempt < 3) {
+        t.diagnostic(`attempt ${attempt}: ${done.message}`);
+        continue;
+      }
+      if (done instanceof Error) throw done;
+      assert.deepEqual(exit, { pid: pids[0], kind: 'exited', status: 0 }, w.output());
+      assertVerified(w.output());
+      assert.deepEqual(done.errors, []);
+      return;
+    } finally {
+      w.kill();
+      killAll(pids);
+      await leftOver(pids);
+    }
   }
 });
 
