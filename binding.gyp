@@ -18,9 +18,7 @@
         "native/src/probe.cc",
         "native/src/custody.cc",
         "native/src/page_service_custody.cc",
-        "native/src/restore.cc",
-        "native/src/files.cc",
-        "native/src/digest.cc"
+        "native/src/restore.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "_GNU_SOURCE"],

@@ -72,18 +72,6 @@ export class PageSource {
     native.pageSourceProvide(this.#handle, origin, data);
   }
 
-  /** Maps [offset, offset+len) of the file open at `fd` read-only into the
-   *  source (page-aligned), for {@link adopt}. The Buffer must not be written
-   *  to, and the file range must not change while the source lives. */
-  mapFile(fd: number, offset: number, len: number): Buffer {
-    return native.pageSourceMapFile(this.#handle, fd, offset, len);
-  }
-
-  /** Like {@link provide} without the copy, for a view of a {@link mapFile} mapping. */
-  adopt(origin: number, data: Buffer): void {
-    native.pageSourceAdopt(this.#handle, origin, data);
-  }
-
   /** Declares [origin, origin+len) zero in the image. */
   markZero(origin: number, len: number): void {
     native.pageSourceMarkZero(this.#handle, origin, len);

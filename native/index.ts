@@ -297,14 +297,6 @@ export interface NativeAddon {
   pageSourceProvide(src: PageSourceHandle, origin: number, data: Buffer): void;
   /** Declare [origin, origin+len) as zero in the image (never stored). */
   pageSourceMarkZero(src: PageSourceHandle, origin: number, len: number): void;
-  /** mmap(2) of [offset, offset+len) of `fd` (page-aligned), read-only and
-   *  shared, owned by the source until it dies. Returns the mapping as a
-   *  Buffer (it keeps the source alive) that must never be written to. The
-   *  file range must stay as it is while the source lives. */
-  pageSourceMapFile(src: PageSourceHandle, fd: number, offset: number, len: number): Buffer;
-  /** As pageSourceProvide, without a copy: `data` must be a view of a
-   *  mapping of this source (pageSourceMapFile). */
-  pageSourceAdopt(src: PageSourceHandle, origin: number, data: Buffer): void;
   /** Bytes of page data the source holds. */
   pageSourceBytes(src: PageSourceHandle): number;
   /** The source's process-wide id (the `source` of `need` events). */
@@ -418,17 +410,6 @@ export interface NativeAddon {
   /** pipe2(O_CLOEXEC) in this process, with F_SETPIPE_SZ `capacity` unless 0.
    *  Returns [readFd, writeFd]. */
   restorePipe(capacity: number): [number, number];
-
-  // --- files.cc — fallocate(2)
-  /** fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): frees the blocks of
-   *  [offset, offset+len) of the file open at `fd`, which then reads as zeros;
-   *  the size stays. Synchronous. */
-  punchHole(fd: number, offset: number, len: number): void;
-
-  // --- digest.cc — EVP_DigestInit_ex(3) (Node's own OpenSSL), on the libuv thread pool
-  /** Resolves with the sha256 of (u16 LE prefixes[i] ‖ buffers[i]) for each i, concatenated (32 bytes
-   *  each). The buffers must not change until it settles. */
-  chunkHashes(buffers: Buffer[], prefixes: number[]): Promise<Buffer>;
 }
 
 /** How a reaped process ended. */

@@ -13,7 +13,6 @@ import { ImageStore } from '../daemon/store/index.js';
 import { dump } from '../daemon/dump/index.js';
 import { restoreImage } from '../daemon/restore/index.js';
 import { keepAlive, killAll, leftOver, tempDir, Workload } from './support/restore.js';
-import { corruptChunkByte } from './support/store.js';
 
 const tmp = tempDir('restore-errors');
 const storeDir = join(tmp.path, 'store');
@@ -121,7 +120,9 @@ test('corrupted page data fails an eager restore before the tree runs, and kills
     const big = entries.filter(([, v]) => v.length === 36);
     const [, value] = big[Math.floor(big.length / 2)]!;
     hash = value.subarray(4, 36).toString('hex');
-    corruptChunkByte(storeDir, (await db.get(`chunk!${hash}`))!, 100);
+    const chunk = (await db.get(`chunk!${hash}`))!;
+    chunk.writeUInt8(chunk.readUInt8(100) ^ 0xff, 100);
+    await db.put(`chunk!${hash}`, chunk);
   });
   assert.notEqual(hash, '');
   await expectFailure('CORRUPT_IMAGE', { eager: true });

@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -16,8 +16,6 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { ClassicLevel } from 'classic-level';
 import { ImageStore, isStoreError, type StoreError, type ImageWriter, type PageWindow } from '../daemon/store/index.js';
-import { decodeLocation } from '../daemon/store/packs.js';
-import { corruptChunkByte } from './support/store.js';
 
 const PAGE = 4096;
 const WINDOW = 16 * PAGE;
@@ -395,76 +393,6 @@ describe('image store', () => {
     });
   });
 
-  test('pack space is given back: punched while another image shares the pack, deleted after the last reader', async () => {
-    const dir = join(await tempDir(), 'store');
-    const store = await ImageStore.open(dir);
-    try {
-      const packsDir = join(dir, 'packs');
-      const allocated = async (id: string): Promise<number> => (await stat(join(packsDir, id))).blocks * 512;
-      const shared = pages(128);
-      await writeImage(store, 'a', {
-        '1': [
-          [0x100000, shared],
-          [0x900000, pages(64)],
-        ],
-      });
-      const b = await writeImage(store, 'b', {
-        '1': [
-          [0x100000, shared],
-          [0xa00000, pages(48)],
-        ],
-      });
-      const idA = (await store.inspect('a')).id;
-      const idB = (await store.inspect('b')).id;
-      assert.deepEqual((await readdir(packsDir)).sort(), [idA, idB].sort());
-      const before = await allocated(idA);
-      const removed = await store.remove('a');
-      // a's pack keeps the chunks b shares; the ones only a used are punched out.
-      assert.ok(
-        before - (await allocated(idA)) >= removed.freedBytes,
-        `${before} -> ${await allocated(idA)} bytes allocated after freeing ${removed.freedBytes}`,
-      );
-      await assertClean(store);
-
-      // A reader that started before the removal of b keeps both packs alive until it ends.
-      const reader = store.pages(idB, '1')[Symbol.asyncIterator]();
-      const seen: Expected = new Map();
-      const first = await reader.next();
-      assert.equal(first.done, false);
-      windowPages(first.value, seen);
-      await store.remove('b');
-      assert.deepEqual((await readdir(packsDir)).sort(), [idA, idB].sort(), 'nothing reclaimed under a reader');
-      for (let r = await reader.next(); r.done !== true; r = await reader.next()) windowPages(r.value, seen);
-      assertSame(seen, b.expected.get('1')!, 'b read across its removal');
-      // The last reader's end runs the reclaim.
-      for (let i = 0; i < 200 && (await readdir(packsDir)).length > 0; i++) await new Promise((r) => setTimeout(r, 10));
-      assert.deepEqual(await readdir(packsDir), []);
-      await assertClean(store);
-    } finally {
-      await store.close();
-    }
-  });
-
-  test('a held pack (mapped by a page source) is neither punched nor deleted until its hold is released', async () => {
-    const dir = join(await tempDir(), 'store');
-    const store = await ImageStore.open(dir);
-    try {
-      const packsDir = join(dir, 'packs');
-      await writeImage(store, 'held', { '1': [[0, pages(64)]] });
-      const { id } = await store.inspect('held');
-      const release = store.holdPack(id);
-      await store.remove('held');
-      assert.deepEqual(await readdir(packsDir), [id], 'kept while held');
-      assert.equal((await store.stats()).chunks, 0, 'the chunks are gone all the same');
-      release();
-      for (let i = 0; i < 200 && (await readdir(packsDir)).length > 0; i++) await new Promise((r) => setTimeout(r, 10));
-      assert.deepEqual(await readdir(packsDir), []);
-      await assertClean(store);
-    } finally {
-      await store.close();
-    }
-  });
-
   test('abort leaves nothing behind and keeps chunks others use', async () => {
     await withStore(async (store) => {
       const data = pages(64);
@@ -639,8 +567,9 @@ describe('image store', () => {
     const map = await db.iterator({ gte: `map!${id}!55!`, lt: `map!${id}!55"` }).all();
     const second = map[1]!;
     const secondHash = second[1].toString('hex', 4);
-    // The chunk's bytes live in a pack file; its chunk! value says where (docs/image-store.md).
-    corruptChunkByte(dir, (await db.get(`chunk!${secondHash}`))!, 100);
+    const value = (await db.get(`chunk!${secondHash}`))!;
+    value.writeUInt8(value.readUInt8(100) ^ 0xff, 100);
+    await db.put(`chunk!${secondHash}`, value);
     const thirdHash = map[2]![1].toString('hex', 4);
     await db.del(`chunk!${thirdHash}`);
     await db.close();
@@ -771,56 +700,6 @@ describe('image store', () => {
     await db.open();
     assert.deepEqual(await db.keys().all(), ['someone']);
     await db.close();
-  });
-
-  test('a format-1 store (chunk bytes in LevelDB) is migrated to pack files at open', async () => {
-    const dir = join(await tempDir(), 'store');
-    let store = await ImageStore.open(dir);
-    const shared = pages(64);
-    const written = await writeImage(store, 'old', {
-      '1': [
-        [0, shared],
-        [0x200000, pages(40)],
-      ],
-      '2': [[0, shared]],
-    });
-    const before = await store.stats();
-    await store.close();
-
-    // Turn it into what format 1 wrote (docs/image-store.md): the chunk bytes as chunk! values, no packs.
-    const db = new ClassicLevel<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
-    await db.open();
-    for (const [key, value] of await db.iterator({ gte: 'chunk!', lt: 'chunk"' }).all()) {
-      const loc = decodeLocation(value)!;
-      const bytes = (await readFile(join(dir, 'packs', loc.pack))).subarray(loc.offset, loc.offset + loc.length);
-      await db.put(key, Buffer.from(bytes));
-    }
-    await db.clear({ gte: 'pack!', lt: 'pack"' });
-    await db.put('store!format', Buffer.from(JSON.stringify({ version: 1 })));
-    await db.close();
-    await rm(join(dir, 'packs'), { recursive: true });
-
-    store = await ImageStore.open(dir);
-    try {
-      const img = await store.loadImage('old');
-      for (const mm of ['1', '2']) assertSame(await readAll(store, img.id, mm), written.expected.get(mm)!, mm);
-      const after = await store.stats();
-      assert.equal(after.chunks, before.chunks);
-      assert.equal(after.chunkBytes, before.chunkBytes);
-      await assertClean(store);
-      await store.remove('old');
-      for (let i = 0; i < 200 && (await readdir(join(dir, 'packs'))).length > 0; i++)
-        await new Promise((r) => setTimeout(r, 10));
-      assert.deepEqual(await readdir(join(dir, 'packs')), []);
-      await assertClean(store);
-    } finally {
-      await store.close();
-    }
-    // Reopening a migrated store finds format 2.
-    const reopened = new ClassicLevel<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' });
-    await reopened.open();
-    assert.deepEqual(JSON.parse((await reopened.get('store!format'))!.toString()), { version: 2 });
-    await reopened.close();
   });
 
   test('two writers at once share chunks; removal during a sharing writer keeps its chunks', async () => {

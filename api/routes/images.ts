@@ -1,6 +1,5 @@
 /** Images in the store: list, inspect (summary and every metadata record), delete. */
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
-import { sourceCache } from '../../daemon/restore/index.js';
 import type { ApiContext } from '../context.js';
 import { ImageDetail, ImageList, ImageNameParams, problemResponses, RemoveResult } from '../schemas.js';
 
@@ -42,13 +41,7 @@ export const imageRoutes: FastifyPluginCallbackTypebox<{ ctx: ApiContext }> = (a
         response: { 200: RemoveResult, ...problemResponses },
       },
     },
-    async (request) => {
-      const removed = await ctx.store.remove(request.params.name);
-      // Page sources of the image that this daemon keeps for repeated restores map its packs and hold them
-      // against reclamation: let them go, so the freed space really comes back (docs/image-store.md).
-      sourceCache.imageRemoved(removed.id);
-      return removed;
-    },
+    async (request) => ctx.store.remove(request.params.name),
   );
   done();
 };

@@ -9,7 +9,6 @@
  * by dumped address. JavaScript feeds the source from the store: the windows tasks wait for first (`need`
  * events), then every window in address order, while the service copies what has arrived in the background.
  */
-import { closeSync, fstatSync, openSync } from 'node:fs';
 import { native, UFFD_FEATURES, UFFDIO_REGISTER_MODE_MISSING, uffdFeatureNames } from '../../native/index.js';
 import { PageSource, type PageService, type PageServiceEvents } from '../page-service.js';
 import type { PageServiceTaskStats } from '../../native/index.js';
@@ -40,12 +39,6 @@ export const LAZY_FEATURES =
 const WINDOW = 16 * PAGE;
 const USER_END = 0x8000_0000_0000;
 const STATS_INTERVAL_MS = 20;
-/**
- * A need for a window at most this far past the stream's position is left to the stream: the window is
- * most likely in a read already in flight (store.pages reads 8 MiB ahead and prefetches the next 8 MiB), and
- * fetching it again one window at a time would only slow the stream that the faulting task waits for.
- */
-const STREAM_AHEAD = 16 << 20;
 
 /** Refuses lazy restore on a kernel without every feature it needs, naming the missing ones. */
 export function checkLazySupported(): void {
@@ -76,11 +69,8 @@ export function checkLazyFeatures(offered: number): void {
   }
 }
 
-/**
- * Puts one window into a source: its pages with data, and the rest as zero (absent or zero when dumped).
- * `mapped`: the data is a view of a mapping of the source's own (adopted, not copied).
- */
-function feedWindow(source: PageSource, w: PageWindow, mapped = false): void {
+/** Copies one window into a source: its pages with data, and the rest as zero (absent or zero when dumped). */
+function feedWindow(source: PageSource, w: PageWindow): void {
   let k = 0;
   for (let i = 0; i < 16;) {
     const has = (w.bitmap & (1 << i)) !== 0;
@@ -88,9 +78,7 @@ function feedWindow(source: PageSource, w: PageWindow, mapped = false): void {
     while (j < 16 && ((w.bitmap & (1 << j)) !== 0) === has) j++;
     const addr = w.address + i * PAGE;
     if (has) {
-      const data = w.data.subarray(k * PAGE, (k + j - i) * PAGE);
-      if (mapped) source.adopt(addr, data);
-      else source.provide(addr, data);
+      source.provide(addr, w.data.subarray(k * PAGE, (k + j - i) * PAGE));
       k += j - i;
     } else {
       source.markZero(addr, (j - i) * PAGE);
@@ -112,13 +100,6 @@ export class SourceEntry {
   private streaming: Promise<void> | null = null;
   /** The store `streaming` reads: a daemon that took over from one that stopped has a store of its own. */
   private streamingStore: ImageStore | null = null;
-  /** While streaming: the lowest address the stream has not fed yet. */
-  private frontier = -1;
-  /** Packs the source maps, held against space reclamation while the source may serve from them. */
-  private readonly holds = new Map<string, () => void>();
-  private released = false;
-  /** Each pack the stream read, mapped whole (pageSourceMapFile), by pack id. */
-  private readonly mapped = new Map<string, Buffer>();
   private readonly inflight = new WeakMap<ImageStore, Map<number, Promise<void>>>();
 
   constructor(
@@ -138,9 +119,6 @@ export class SourceEntry {
 
   private needWindow(store: ImageStore, origin: number): Promise<void> {
     const window = origin - (origin % WINDOW);
-    // The fault stays parked in the page service until the stream provides the window (or the restore fails).
-    const ahead = this.frontier >= 0 && this.streamingStore === store;
-    if (ahead && window >= this.frontier && window < this.frontier + STREAM_AHEAD) return Promise.resolve();
     let pending = this.inflight.get(store);
     if (!pending) this.inflight.set(store, (pending = new Map<number, Promise<void>>()));
     let p = pending.get(window);
@@ -159,11 +137,8 @@ export class SourceEntry {
   stream(store: ImageStore): Promise<void> {
     if (this.complete) return Promise.resolve();
     if (!this.streaming || this.streamingStore !== store) {
-      this.frontier = 0;
       const run = this.run(store).finally(() => {
-        if (this.streaming !== run) return;
-        this.streaming = null;
-        this.frontier = -1;
+        if (this.streaming === run) this.streaming = null;
       });
       this.streaming = run;
       this.streamingStore = store;
@@ -171,57 +146,16 @@ export class SourceEntry {
     return this.streaming;
   }
 
-  /**
-   * The bulk of the image comes through here, so its bytes are not copied: the source maps the pack files
-   * (already in the page cache right after a dump) and the page service copies from the mapping. On this
-   * 2-core VM that saves a memcpy of the image, and the fresh memory it would fill.
-   */
   private async run(store: ImageStore): Promise<void> {
     let next = 0;
-    const map = (pack: string, path: string, offset: number, length: number): Buffer =>
-      this.map(store, pack, path, offset, length);
-    for await (const w of store.pages(this.imageId, this.mmId, {}, { map })) {
-      // Nobody to serve, or a successor's store streams now (this one is closing).
-      if (this.users === 0 || this.streamingStore !== store) return;
+    for await (const w of store.pages(this.imageId, this.mmId)) {
+      if (this.users === 0) return;
       if (w.address > next) this.source.markZero(next, w.address - next);
-      feedWindow(this.source, w, true);
+      feedWindow(this.source, w);
       next = w.address + WINDOW;
-      this.frontier = next;
     }
     this.source.markZero(next, USER_END - next);
     this.complete = true;
-  }
-
-  /**
-   * A view of `length` bytes at `offset` of a pack. Each pack is mapped once, whole: a committed image's pack
-   * no longer grows, and one mapping per pack instead of one per 8 MiB read keeps the mmap calls, the VMAs
-   * and the external memory V8 is told about (which drives its garbage collections) small.
-   */
-  private map(store: ImageStore, pack: string, path: string, offset: number, length: number): Buffer {
-    // Once forgotten by the cache nobody is served from here any more (a stream that has not noticed yet
-    // stops at its next window), so no new hold is taken that nothing would release.
-    if (!this.released && !this.holds.has(pack)) this.holds.set(pack, store.holdPack(pack));
-    let whole = this.mapped.get(pack);
-    if (whole === undefined) {
-      const fd = openSync(path, 'r');
-      try {
-        // Touching a mapping past the end of its file is SIGBUS, so map whole pages of what the file has.
-        const size = fstatSync(fd).size - (fstatSync(fd).size % PAGE);
-        whole = size === 0 ? Buffer.alloc(0) : this.source.mapFile(fd, 0, size);
-      } finally {
-        closeSync(fd);
-      }
-      this.mapped.set(pack, whole);
-    }
-    // A short pack (a damaged store) gives what there is, which then fails verification.
-    return whole.subarray(Math.min(offset, whole.length), Math.min(offset + length, whole.length));
-  }
-
-  /** Called when the cache forgets this source: the packs it mapped may be reclaimed once nobody serves from it. */
-  release(): void {
-    this.released = true;
-    for (const release of this.holds.values()) release();
-    this.holds.clear();
   }
 }
 
@@ -232,8 +166,6 @@ export class SourceEntry {
  */
 class SourceCache {
   private readonly entries = new Map<string, SourceEntry>();
-  /** Ids of removed images whose sources were still serving when they were removed. */
-  private readonly removed = new Set<string>();
   limitBytes = Number(process.env['LAZYRESTORE_SOURCE_CACHE_BYTES'] ?? 2 ** 31);
 
   get(imageId: string, mmId: string): SourceEntry {
@@ -247,41 +179,18 @@ class SourceCache {
 
   trim(): void {
     let total = 0;
-    const serving = new Set<string>();
-    for (const [key, e] of this.entries) {
-      if (!this.removed.has(e.imageId)) continue;
-      // A source of a removed image that was still serving when imageRemoved() ran goes once it is idle.
-      if (e.users > 0) {
-        serving.add(e.imageId);
-        continue;
-      }
-      this.entries.delete(key);
-      e.release();
-    }
-    for (const id of this.removed) if (!serving.has(id)) this.removed.delete(id);
     for (const e of this.entries.values()) total += e.source.bytes;
     for (const [key, e] of this.entries) {
       if (total <= this.limitBytes) return;
       if (e.users > 0) continue;
       total -= e.source.bytes;
       this.entries.delete(key);
-      e.release();
     }
   }
 
-  /** The image was removed from the store: its idle sources go now, the others once idle (trim). */
-  imageRemoved(imageId: string): void {
-    this.removed.add(imageId);
-    this.drop(imageId);
-  }
-
-  /** Forgets the idle sources of an image (the next restore of it reads the store again). */
+  /** Forgets an image (removed from the store). */
   drop(imageId: string): void {
-    for (const [key, e] of this.entries) {
-      if (e.imageId !== imageId || e.users > 0) continue;
-      this.entries.delete(key);
-      e.release();
-    }
+    for (const [key, e] of this.entries) if (e.imageId === imageId && e.users === 0) this.entries.delete(key);
   }
 
   get bytes(): number {

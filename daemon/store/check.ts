@@ -1,8 +1,7 @@
 /**
  * A full consistency check of the store (docs/image-store.md, "Invariants"), read from one snapshot: every
- * chunk is referenced and its data (in its pack) matches its hash, every ref belongs to a known image and is
- * backed by one of its page map entries, every page map entry's chunk and ref exist, the counters and the
- * pack records are exact, and no pack file is left that nothing names.
+ * chunk is referenced and matches its hash, every ref belongs to a known image and is backed by one of its
+ * page map entries, every page map entry's chunk and ref exist, and the counters are exact.
  */
 import { parseJson, type Counters, type Db } from './core.js';
 import {
@@ -12,13 +11,11 @@ import {
   IMAGES,
   MAPS,
   METAS,
-  PACKS,
   parseMapKey,
   parseRefKey,
   PENDING,
   REFS,
 } from './keys.js';
-import { decodeLocation, type PackFiles, type PackRecord } from './packs.js';
 import { chunkMatches, decodeMapEntry } from './pagemap.js';
 import type { CheckReport, ImageSummary } from './types.js';
 
@@ -32,11 +29,9 @@ interface Scan {
   /** `${hash}!${id}` for every page map entry with data. */
   mapRefs: Set<string>;
   refCount: Map<string, number>;
-  /** Per pack: the chunks located in it (number, bytes) and the end of the last one. */
-  packUse: Map<string, PackRecord>;
 }
 
-export async function checkStore(db: Db, packs: PackFiles): Promise<CheckReport> {
+export async function checkStore(db: Db): Promise<CheckReport> {
   const snapshot = db.snapshot();
   try {
     const scan: Scan = {
@@ -45,14 +40,12 @@ export async function checkStore(db: Db, packs: PackFiles): Promise<CheckReport>
       bitmaps: new Map(),
       mapRefs: new Set(),
       refCount: new Map(),
-      packUse: new Map(),
     };
     await scanCatalogue(db, snapshot, scan);
     await scanMaps(db, snapshot, scan);
     await scanRefs(db, snapshot, scan);
-    await scanChunks(db, snapshot, packs, scan);
+    await scanChunks(db, snapshot, scan);
     await checkCounters(db, snapshot, scan);
-    await checkPacks(db, snapshot, packs, scan);
     return scan.report;
   } finally {
     await snapshot.close();
@@ -141,63 +134,21 @@ async function scanRefs(db: Db, snapshot: Snapshot, scan: Scan): Promise<void> {
       report.problems.push(`page map of ${pair.split('!')[1]} uses ${pair.split('!')[0]} without a chunk-ref`);
 }
 
-async function scanChunks(db: Db, snapshot: Snapshot, packs: PackFiles, scan: Scan): Promise<void> {
+async function scanChunks(db: Db, snapshot: Snapshot, scan: Scan): Promise<void> {
   const { report } = scan;
   const present = new Set<string>();
   for await (const [key, value] of entries(db, snapshot, CHUNKS)) {
     const hash = key.slice(CHUNKS.gte.length);
     present.add(hash);
     report.chunks++;
+    report.chunkBytes += value.length;
     const bitmap = scan.bitmaps.get(hash);
     if (!scan.refCount.has(hash)) report.problems.push(`chunk ${hash} has no chunk-ref (orphan)`);
     if (bitmap === undefined) report.problems.push(`chunk ${hash} is named by no page map entry`);
-    const loc = decodeLocation(value);
-    if (loc === undefined) {
-      report.problems.push(`chunk ${hash} has a malformed location`);
-      continue;
-    }
-    report.chunkBytes += loc.length;
-    const use = scan.packUse.get(loc.pack) ?? { chunks: 0, bytes: 0, end: 0 };
-    use.chunks++;
-    use.bytes += loc.length;
-    use.end = Math.max(use.end, loc.offset + loc.length);
-    scan.packUse.set(loc.pack, use);
-    let data: Buffer;
-    try {
-      data = await packs.read(loc.pack, loc.offset, loc.length);
-    } catch (e) {
-      report.problems.push(`chunk ${hash}: pack ${loc.pack} cannot be read (${(e as NodeJS.ErrnoException).code})`);
-      continue;
-    }
-    if (bitmap !== undefined && !chunkMatches({ present: bitmap, bitmap, hash }, data))
+    else if (!chunkMatches({ present: bitmap, bitmap, hash }, value))
       report.problems.push(`chunk ${hash} does not match its hash`);
   }
   for (const hash of scan.bitmaps.keys()) if (!present.has(hash)) report.problems.push(`chunk ${hash} is missing`);
-}
-
-/** pack! records against the chunks located in each pack, and the pack files against the records. */
-async function checkPacks(db: Db, snapshot: Snapshot, packs: PackFiles, scan: Scan): Promise<void> {
-  const { report } = scan;
-  const recorded = new Set<string>();
-  for await (const [key, value] of entries(db, snapshot, PACKS)) {
-    const pack = key.slice(PACKS.gte.length);
-    recorded.add(pack);
-    const rec = parseJson<PackRecord>(value, key);
-    const use = scan.packUse.get(pack) ?? { chunks: 0, bytes: 0, end: 0 };
-    if (rec.chunks !== use.chunks || rec.bytes !== use.bytes)
-      report.problems.push(
-        `${key} says ${rec.chunks} chunks / ${rec.bytes} bytes, it holds ${use.chunks} / ${use.bytes}`,
-      );
-    if (use.end > rec.end) report.problems.push(`${key}: a chunk ends at ${use.end}, past the recorded end ${rec.end}`);
-    const size = await packs.sizeOf(pack);
-    if (size === undefined) report.problems.push(`${key}: the pack file is missing`);
-    else if (size.size < rec.end) report.problems.push(`${key}: the pack file is shorter than ${rec.end} bytes`);
-  }
-  for (const pack of scan.packUse.keys())
-    if (!recorded.has(pack)) report.problems.push(`chunks are located in pack ${pack}, which has no record`);
-  // A writer still running has a pack file before its first batch records it.
-  for (const pack of await packs.list())
-    if (!recorded.has(pack) && !scan.known.has(pack)) report.problems.push(`pack file ${pack} is named by nothing`);
 }
 
 async function checkCounters(db: Db, snapshot: Snapshot, scan: Scan): Promise<void> {

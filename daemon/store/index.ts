@@ -1,5 +1,5 @@
 /** The image store: checkpoint images in LevelDB (see docs/image-store.md). */
-export { ImageStore, type PageReadOptions, type RecoveredEntry, type StoreOptions } from './store.js';
+export { ImageStore, type RecoveredEntry, type StoreOptions } from './store.js';
 export { ImageWriter, type WriterProgress } from './writer.js';
 export { StoreError, isStoreError, type StoreErrorCode, type ErrnoCode } from './errors.js';
 export { PAGE_SIZE, WINDOW_PAGES, WINDOW_SIZE, type PageWindow } from './pagemap.js';

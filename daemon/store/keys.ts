@@ -4,16 +4,13 @@
  *
  *   store!format                 format version (JSON)
  *   store!counters               { chunks, chunkBytes } of the whole store (JSON)
- *   store!migration              { pack } while a format-1 store is being migrated (migrate.ts)
  *   image!<name>                 committed image record (JSON); the catalogue that list() reads
  *   image-id!<id>                name of a committed image, for readers that hold an id
  *   pending!<id>                 writer in progress or removal in progress (JSON); garbage after a crash
  *   meta!<id>!<key>              one metadata entry (tag byte + JSON or raw bytes)
  *   map!<id>!<mmId>!<addr>       page map entry of one 64 KiB window (binary, see pagemap.ts)
- *   chunk!<sha256>               where the page data of one window (its non-zero pages) is: pack, offset, length
+ *   chunk!<sha256>               page data of one window (its non-zero pages, concatenated)
  *   chunk-ref!<sha256>!<id>      empty; image <id> references chunk <sha256>
- *   pack!<id>                    { chunks, bytes, end } of pack file packs/<id> (JSON, see packs.ts)
- *   reclaim!<id>!<offset>        u32 LE length: a range of pack <id> no chunk uses any more, not yet punched
  *
  * Ranges use the character after '!' ('"', 0x22) as exclusive upper bound. Every component that can be
  * followed by '!' (names, ids, mmIds, hashes) is restricted to characters above '"', so the range of one
@@ -28,8 +25,7 @@ const ID_RE = /^[0-9a-f]{16}$/;
 
 export const FORMAT_KEY = 'store!format';
 export const COUNTERS_KEY = 'store!counters';
-/** 2: page data in pack files; 1 kept it in chunk! values and is migrated at open (migrate.ts). */
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 1;
 
 /** Half-open key range [gte, lt) of everything below `prefix` (which ends in '!'). */
 export interface KeyRange {
@@ -90,8 +86,6 @@ export const metaKey = (id: string, key: string): string => `meta!${id}!${key}`;
 export const mapKey = (id: string, mmId: string, window: number): string => `map!${id}!${mmId}!${hexAddress(window)}`;
 export const chunkKey = (hash: string): string => `chunk!${hash}`;
 export const refKey = (hash: string, id: string): string => `chunk-ref!${hash}!${id}`;
-export const packKey = (id: string): string => `pack!${id}`;
-export const reclaimKey = (id: string, offset: number): string => `reclaim!${id}!${hexAddress(offset)}`;
 
 export const IMAGES = below('image!');
 export const IMAGE_IDS = below('image-id!');
@@ -100,8 +94,6 @@ export const METAS = below('meta!');
 export const MAPS = below('map!');
 export const CHUNKS = below('chunk!');
 export const REFS = below('chunk-ref!');
-export const PACKS = below('pack!');
-export const RECLAIMS = below('reclaim!');
 
 export const metaPrefix = (id: string): string => `meta!${id}!`;
 export const mapImagePrefix = (id: string): string => `map!${id}!`;

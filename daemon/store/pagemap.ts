@@ -41,7 +41,7 @@ export interface SealedWindow {
   present: number;
   bitmap: number;
   data: Buffer;
-  /** sha256 hex of the chunk; '' when bitmap is 0 (no chunk), and until the writer has hashed the batch. */
+  /** sha256 hex of the chunk; '' when bitmap is 0 (no chunk). */
   hash: string;
 }
 
@@ -115,11 +115,7 @@ export class WindowAssembler {
   /** Lowest page address a run may start at. */
   private next = 0;
 
-  /** `alloc` gives the memory each sealed window's data is copied into (the caller's buffers are reused). */
-  constructor(
-    readonly mmId: string,
-    private readonly alloc: (bytes: number) => Buffer = (n) => Buffer.allocUnsafe(n),
-  ) {}
+  constructor(readonly mmId: string) {}
 
   add(address: number, data: Buffer, flags: Uint8Array | undefined, emit: (w: SealedWindow) => void): AddCounts {
     if (address < this.next) {
@@ -167,19 +163,14 @@ export class WindowAssembler {
 
   private seal(emit: (w: SealedWindow) => void, nextWindow: number): void {
     if (this.present !== 0) {
-      let data: Buffer = EMPTY;
-      if (this.bitmap !== 0) {
-        data = this.alloc(popcount16(this.bitmap) * PAGE_SIZE);
-        let at = 0;
-        for (let i = 0; i < WINDOW_PAGES; i++) {
-          const slot = this.slots[i];
-          if (slot === undefined) continue;
-          slot.copy(data, at);
-          at += PAGE_SIZE;
-        }
+      const pages: Buffer[] = [];
+      for (let i = 0; i < WINDOW_PAGES; i++) {
+        const slot = this.slots[i];
+        if (slot !== undefined) pages.push(slot);
       }
-      // The hash is computed by the writer, a batch at a time, off the JS thread (hashing.ts).
-      emit({ mmId: this.mmId, address: this.window, present: this.present, bitmap: this.bitmap, data, hash: '' });
+      const data = pages.length === 0 ? EMPTY : Buffer.concat(pages, pages.length * PAGE_SIZE);
+      const hash = this.bitmap === 0 ? '' : chunkHash(this.bitmap, data);
+      emit({ mmId: this.mmId, address: this.window, present: this.present, bitmap: this.bitmap, data, hash });
     }
     this.window = nextWindow;
     this.present = 0;

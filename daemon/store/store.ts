@@ -30,10 +30,7 @@ import {
   validateImageName,
   validateMmId,
 } from './keys.js';
-import { migrateFromV1 } from './migrate.js';
-import { decodeLocation, PackFiles, type ChunkLocation, type PackMapper } from './packs.js';
-import { chunksMatch } from './hashing.js';
-import { decodeMapEntry, windowOf, type MapEntry, type PageWindow } from './pagemap.js';
+import { chunkMatches, decodeMapEntry, windowOf, type MapEntry, type PageWindow } from './pagemap.js';
 import type { CheckReport, ImageSummary, LoadedImage, PageRange, RemoveResult, StoreStats } from './types.js';
 import { ImageWriter, META_BYTES, META_JSON } from './writer.js';
 
@@ -63,13 +60,6 @@ interface PendingRecord {
 
 /** Windows per read batch in pages(): 128 x 64 KiB = 8 MiB per getMany. */
 const READ_BATCH = 128;
-/**
- * Batches pages() fetches ahead of the caller. Each is a chain of LevelDB reads, pack reads and hash jobs on
- * the thread pool. With one ahead, the chain's latency showed between batches: a lazy restore of 1 GiB, whose
- * program waits for the stream, took 1.2-1.9 s; with two 0.88-0.96 s, with three 0.83-0.93 s (pages() alone
- * 0.9 -> 1.6 GB/s). A batch read into Buffers is 8 MiB of memory.
- */
-const READ_AHEAD = 3;
 const EMPTY = Buffer.alloc(0);
 
 interface WindowRef {
@@ -77,37 +67,11 @@ interface WindowRef {
   entry: MapEntry;
 }
 
-/** How pages() gets chunk bytes. */
-export interface PageReadOptions {
-  /**
-   * Instead of reading into fresh Buffers: `map` gives views of the pack's bytes (a page source maps the
-   * pack file, so no copy is made). It must hold each pack it maps (holdPack) for as long as it uses them.
-   */
-  map?: PackMapper;
-}
-
-/** A chunk's bytes as read from its pack, or what is wrong with it. */
-interface ChunkData {
-  data?: Buffer;
-  problem?: string;
-  /** Set by checkHashes: the data has the length and content hash its entry names. */
-  matches?: boolean;
-}
-
-/** Verifies the chunks read for `entries` (one each, in order) against their content hashes, off the JS thread. */
-async function checkHashes(entries: MapEntry[], chunks: ChunkData[]): Promise<void> {
-  const ok = await chunksMatch(entries.map((e, i) => ({ bitmap: e.bitmap, hash: e.hash, data: chunks[i]?.data })));
-  ok.forEach((m, i) => (chunks[i]!.matches = m));
-}
-
 interface ReadBatch {
   windows: WindowRef[];
-  /** Chunks of the windows with data, in order. */
-  chunks: ChunkData[];
+  /** Chunk values of the windows with data, in order. */
+  chunks: Array<Buffer | undefined>;
 }
-
-/** Largest single read from a pack: neighbouring chunks are read together up to this. */
-const READ_SPAN = 8 << 20;
 
 interface ReadContext {
   imageId: string;
@@ -140,12 +104,8 @@ export class ImageStore {
       throw openError(path, e);
     }
     try {
-      const packs = new PackFiles(path);
-      const counters = await loadCounters(db, path, packs);
-      await packs.init();
-      const store = new ImageStore(new StoreCore(db, path, counters, packs));
+      const store = new ImageStore(new StoreCore(db, path, await loadCounters(db, path)));
       await store.recover();
-      await store.core.sweepPacks();
       return store;
     } catch (e) {
       await db.close();
@@ -161,8 +121,6 @@ export class ImageStore {
     if (this.core.closed) return;
     this.core.closed = true;
     await this.core.drain();
-    for (const a of [...this.core.appenders]) await a.close();
-    await this.core.packs.close();
     await this.core.db.close();
   }
 
@@ -250,29 +208,7 @@ export class ImageStore {
    * the content hash. Reads from a snapshot taken at the start, so removing the image meanwhile does not
    * disturb the reader; fetches the next batch of chunks while the caller consumes the current one.
    */
-  pages(
-    imageId: string,
-    mmId: string,
-    range: PageRange = {},
-    options: PageReadOptions = {},
-  ): AsyncGenerator<PageWindow, void, undefined> {
-    return this.core.readingAll(this.readPages(imageId, mmId, range, options.map));
-  }
-
-  /**
-   * Keeps pack `pack` (named to a {@link PageReadOptions.map} mapper) from being punched or deleted until the
-   * returned function is called.
-   */
-  holdPack(pack: string): () => void {
-    return this.core.holdPack(pack);
-  }
-
-  private async *readPages(
-    imageId: string,
-    mmId: string,
-    range: PageRange,
-    map: PackMapper | undefined,
-  ): AsyncGenerator<PageWindow, void, undefined> {
+  async *pages(imageId: string, mmId: string, range: PageRange = {}): AsyncGenerator<PageWindow, void, undefined> {
     validateImageId(imageId);
     validateMmId(mmId);
     const { gte, lt } = windowKeyRange(imageId, mmId, range);
@@ -280,28 +216,26 @@ export class ImageStore {
     const { db } = this.core;
     const snapshot = db.snapshot();
     let it: ReturnType<Db['iterator']> | undefined;
-    // Batches fetched ahead, oldest first.
-    const ahead: Array<Promise<ReadBatch | undefined>> = [];
+    let next: Promise<ReadBatch | undefined> | undefined;
     try {
       const ctx: ReadContext = { imageId, mmId, name: await this.imageName(imageId, snapshot) };
       const iterator = db.iterator({ gte, lt, snapshot, highWaterMarkBytes: 1 << 16 });
       it = iterator;
-      // An iterator takes one nextv at a time: each fetch asks for its entries after the previous one got its.
-      let entriesDone: Promise<unknown> = Promise.resolve();
       const fetch = (): Promise<ReadBatch | undefined> => {
-        const entries = entriesDone.then(() => iterator.nextv(READ_BATCH));
-        entriesDone = entries.catch(() => undefined);
-        const p = entries.then((list) => (list.length === 0 ? undefined : this.readChunks(list, snapshot, ctx, map)));
+        const p = iterator.nextv(READ_BATCH).then((entries) => {
+          return entries.length === 0 ? undefined : this.readChunks(entries, snapshot, ctx);
+        });
         // Marked handled: a caller that abandons the iteration must not turn a failed prefetch into an
         // unhandled rejection; a caller that goes on gets the error from its own await.
         void p.catch(() => undefined);
         return p;
       };
-      while (ahead.length < READ_AHEAD) ahead.push(fetch());
+      next = fetch();
       for (;;) {
-        const batch = await ahead.shift()!;
+        const batch = await next;
+        next = undefined;
         if (batch === undefined) return;
-        ahead.push(fetch());
+        next = fetch();
         let c = 0;
         for (const { address, entry } of batch.windows) {
           yield entry.bitmap === 0 ? emptyWindow(address, entry) : verified(ctx, address, entry, batch.chunks[c++]);
@@ -310,8 +244,8 @@ export class ImageStore {
     } catch (e) {
       throw this.core.closed && !isStoreError(e) ? this.core.closedError() : e;
     } finally {
-      // Prefetches still running when the caller stops must settle before their iterator closes.
-      await Promise.all(ahead.map((p) => p.catch(() => undefined)));
+      // A prefetch still running when the caller stops must settle before its iterator closes.
+      if (next !== undefined) await next.catch(() => undefined);
       await it?.close();
       await snapshot.close();
     }
@@ -326,31 +260,26 @@ export class ImageStore {
     }
     const { db } = this.core;
     const window = windowOf(address);
-    return this.core.track(() =>
-      this.core.reading(async () => {
-        // getMany reads both keys from one implicit snapshot.
-        const [name, value] = await db.getMany([imageIdKey(imageId), mapKey(imageId, mmId, window)]);
-        if (name === undefined) throw notFoundById(imageId);
-        if (value === undefined) return undefined;
-        const ctx: ReadContext = { imageId, mmId, name: name.toString() };
-        const entry = decodeEntry(ctx, window, value);
-        if (entry.bitmap === 0) return emptyWindow(window, entry);
-        const location = await db.get(chunkKey(entry.hash));
-        // A chunk can only go missing legitimately if the image was removed after our first read.
-        if (location === undefined && !(await db.has(imageIdKey(imageId)))) throw notFoundById(imageId);
-        const chunks = await this.readData([location]);
-        await checkHashes([entry], chunks);
-        return verified(ctx, window, entry, chunks[0]);
-      }),
-    );
+    return this.core.track(async () => {
+      // getMany reads both keys from one implicit snapshot.
+      const [name, value] = await db.getMany([imageIdKey(imageId), mapKey(imageId, mmId, window)]);
+      if (name === undefined) throw notFoundById(imageId);
+      if (value === undefined) return undefined;
+      const ctx: ReadContext = { imageId, mmId, name: name.toString() };
+      const entry = decodeEntry(ctx, window, value);
+      if (entry.bitmap === 0) return emptyWindow(window, entry);
+      const chunk = await db.get(chunkKey(entry.hash), { fillCache: false });
+      // A chunk can only go missing legitimately if the image was removed after our first read.
+      if (chunk === undefined && !(await db.has(imageIdKey(imageId)))) throw notFoundById(imageId);
+      return verified(ctx, window, entry, chunk);
+    });
   }
 
   async stats(): Promise<StoreStats> {
     const { core } = this;
     return core.track(async () => {
       const images = (await core.db.keys({ ...IMAGES }).all()).length;
-      // LevelDB's estimate for the records, plus the blocks the pack files occupy (holes excluded).
-      const diskBytes = (await core.db.approximateSize('a', '{')) + (await core.packs.diskBytes());
+      const diskBytes = await core.db.approximateSize('a', '{');
       return {
         dir: core.dir,
         images,
@@ -364,7 +293,7 @@ export class ImageStore {
 
   /** Reads the whole store and verifies every invariant of docs/image-store.md (slow: reads all page data). */
   async check(): Promise<CheckReport> {
-    return this.core.track(() => this.core.reading(() => checkStore(this.core.db, this.core.packs)));
+    return this.core.track(() => checkStore(this.core.db));
   }
 
   private async recover(): Promise<void> {
@@ -409,7 +338,6 @@ export class ImageStore {
     entries: Array<[string, Buffer]>,
     snapshot: ReturnType<Db['snapshot']>,
     ctx: ReadContext,
-    map: PackMapper | undefined,
   ): Promise<ReadBatch> {
     const windows: WindowRef[] = [];
     const keys: string[] = [];
@@ -420,70 +348,8 @@ export class ImageStore {
       windows.push({ address, entry });
       if (entry.bitmap !== 0) keys.push(chunkKey(entry.hash));
     }
-    const locations = keys.length === 0 ? [] : await this.core.db.getMany(keys, { snapshot });
-    const chunks = await this.readData(locations, map);
-    await checkHashes(
-      windows.filter((w) => w.entry.bitmap !== 0).map((w) => w.entry),
-      chunks,
-    );
+    const chunks = keys.length === 0 ? [] : await this.core.db.getMany(keys, { snapshot, fillCache: false });
     return { windows, chunks };
-  }
-
-  /**
-   * The bytes of chunks from their chunk! values. A fresh image's chunks lie back to back in its pack, in
-   * address order, so neighbours are read together: one read of up to READ_SPAN bytes instead of one per
-   * window.
-   */
-  private async readData(values: Array<Buffer | undefined>, map?: PackMapper): Promise<ChunkData[]> {
-    const out: ChunkData[] = new Array<ChunkData>(values.length);
-    const runs: Array<{ pack: string; offset: number; length: number; first: number; locs: ChunkLocation[] }> = [];
-    values.forEach((value, i) => {
-      if (value === undefined) {
-        out[i] = { problem: 'is missing' };
-        return;
-      }
-      const loc = decodeLocation(value);
-      if (loc === undefined) {
-        out[i] = { problem: 'has a malformed location' };
-        return;
-      }
-      const last = runs[runs.length - 1];
-      if (
-        last !== undefined &&
-        last.pack === loc.pack &&
-        last.offset + last.length === loc.offset &&
-        last.first + last.locs.length === i &&
-        last.length + loc.length <= READ_SPAN
-      ) {
-        last.length += loc.length;
-        last.locs.push(loc);
-      } else {
-        runs.push({ pack: loc.pack, offset: loc.offset, length: loc.length, first: i, locs: [loc] });
-      }
-    });
-    await Promise.all(
-      runs.map(async (run) => {
-        let buf: Buffer;
-        try {
-          buf =
-            map === undefined
-              ? await this.core.packs.read(run.pack, run.offset, run.length)
-              : map(run.pack, this.core.packs.path(run.pack), run.offset, run.length);
-        } catch (e) {
-          const code = (e as NodeJS.ErrnoException).code ?? String(e);
-          run.locs.forEach(
-            (_, k) => (out[run.first + k] = { problem: `cannot be read from pack ${run.pack} (${code})` }),
-          );
-          return;
-        }
-        let at = 0;
-        run.locs.forEach((loc, k) => {
-          out[run.first + k] = { data: buf.subarray(at, Math.min(buf.length, at + loc.length)) };
-          at += loc.length;
-        });
-      }),
-    );
-    return out;
   }
 }
 
@@ -517,7 +383,7 @@ function openError(path: string, e: unknown): StoreError {
 }
 
 /** Checks the format key (initialising an empty store) and returns the store-wide counters. */
-async function loadCounters(db: Db, path: string, packs: PackFiles): Promise<Counters> {
+async function loadCounters(db: Db, path: string): Promise<Counters> {
   const [format, counters] = await db.getMany([FORMAT_KEY, COUNTERS_KEY]);
   if (format === undefined) {
     const anyKey = await db.keys({ limit: 1 }).all();
@@ -536,9 +402,7 @@ async function loadCounters(db: Db, path: string, packs: PackFiles): Promise<Cou
     return fresh;
   }
   const { version } = parseJson<{ version: number }>(format, FORMAT_KEY);
-  // Format 1 kept the chunk bytes in LevelDB; they move to a pack file once, here.
-  if (version === 1) await migrateFromV1(db, packs);
-  else if (version !== FORMAT_VERSION) {
+  if (version !== FORMAT_VERSION) {
     throw new StoreError(
       'UNSUPPORTED_STORE_FORMAT',
       `image store ${path} has format ${version}; this build reads ${FORMAT_VERSION}`,
@@ -600,11 +464,10 @@ function emptyWindow(address: number, entry: MapEntry): PageWindow {
   return { address, present: entry.present, bitmap: 0, data: EMPTY };
 }
 
-function verified(ctx: ReadContext, address: number, entry: MapEntry, chunk: ChunkData | undefined): PageWindow {
-  const data = chunk?.data;
-  if (data === undefined) throw corrupt(ctx, address, `chunk ${entry.hash} ${chunk?.problem ?? 'is missing'}`);
-  if (chunk?.matches !== true) throw corrupt(ctx, address, `chunk ${entry.hash} does not match its content hash`);
-  return { address, present: entry.present, bitmap: entry.bitmap, data };
+function verified(ctx: ReadContext, address: number, entry: MapEntry, chunk: Buffer | undefined): PageWindow {
+  if (chunk === undefined) throw corrupt(ctx, address, `chunk ${entry.hash} is missing`);
+  if (!chunkMatches(entry, chunk)) throw corrupt(ctx, address, `chunk ${entry.hash} does not match its content hash`);
+  return { address, present: entry.present, bitmap: entry.bitmap, data: chunk };
 }
 
 function corrupt(ctx: ReadContext, address: number, what: string): StoreError {

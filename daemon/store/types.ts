@@ -62,8 +62,7 @@ export interface StoreStats {
   chunks: number;
   /** Page data held in chunks (uncompressed). */
   chunkBytes: number;
-  /** Space the store occupies on disk: LevelDB's estimate for its records (excludes the write-ahead log) plus
-   *  the blocks of the pack files (punched holes excluded). */
+  /** LevelDB's estimate of the space the store occupies on disk (compressed, excludes the write-ahead log). */
   diskBytes: number;
 }
 

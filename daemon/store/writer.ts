@@ -8,16 +8,11 @@ import type { StoreCore } from './core.js';
 import { jsonValue } from './core.js';
 import { StoreError } from './errors.js';
 import { imageIdKey, imageKey, metaKey, pendingKey, validateMetaKey, validateMmId } from './keys.js';
-import type { PackAppender } from './packs.js';
 import { PAGE_SIZE, WindowAssembler, type SealedWindow } from './pagemap.js';
-import { hashChunks } from './hashing.js';
-import { SlabAllocator } from './slabs.js';
 import type { AddressSpaceSummary, ImageSummary } from './types.js';
 
 /** Page data queued before a batch is written. Larger batches amortise LevelDB's per-write cost. */
 const FLUSH_BYTES = 8 << 20;
-/** Window data per hash job (hashing.ts): started as soon as that much is queued. */
-const HASH_GROUP_BYTES = 2 << 20;
 /** Page map entries of windows without data are tiny; bound their number per batch too. */
 const FLUSH_WINDOWS = 4096;
 const MAX_ADDRESS = Number.MAX_SAFE_INTEGER;
@@ -46,19 +41,11 @@ export class ImageWriter {
   private readonly seen = new Set<string>();
   private queue: SealedWindow[] = [];
   private queuedBytes = 0;
-  /** Queued windows with data not yet handed to a hash job, and the jobs of the queue. */
-  private unhashed: SealedWindow[] = [];
-  private unhashedBytes = 0;
-  private hashing: Array<Promise<void>> = [];
   private inflight: Promise<void> | undefined;
   private failure: unknown;
   private newChunks = 0;
   private newBytes = 0;
   private readonly emit = (w: SealedWindow): void => this.enqueue(w);
-  /** The pack file this writer's new chunks go to (packs/<id>). */
-  private readonly pack: PackAppender;
-  /** Memory of the sealed windows' data, recycled batch by batch. */
-  private readonly slabs = new SlabAllocator();
 
   constructor(
     private readonly core: StoreCore,
@@ -66,9 +53,7 @@ export class ImageWriter {
     readonly name: string,
     private readonly info: Record<string, unknown>,
     readonly createdAt: string,
-  ) {
-    this.pack = core.appender(id);
-  }
+  ) {}
 
   get progress(): WriterProgress {
     let pages = 0;
@@ -113,7 +98,7 @@ export class ImageWriter {
     this.validateRun(address, buf, present);
     let asm = this.assemblers.get(mmId);
     if (asm === undefined) {
-      asm = new WindowAssembler(mmId, this.slabs.alloc);
+      asm = new WindowAssembler(mmId);
       this.assemblers.set(mmId, asm);
       this.spaces.set(mmId, { mmId, windows: 0, pages: 0, zeroPages: 0, bytes: 0 });
     }
@@ -140,7 +125,6 @@ export class ImageWriter {
       await this.settle();
       this.throwIfFailed();
       const summary = this.summary();
-      await this.pack.close();
       await this.core.track(() => this.writeCommit(summary));
       this.state = 'committed';
       this.core.activeNames.delete(this.name);
@@ -161,7 +145,6 @@ export class ImageWriter {
     }
     this.state = 'aborted';
     await this.settle();
-    await this.pack.close();
     await this.core.track(async () => {
       await this.core.collect(this.id);
       await this.core.deletePending(this.id);
@@ -202,26 +185,6 @@ export class ImageWriter {
     for (; bits !== 0; bits &= bits - 1) space.zeroPages++;
     this.queue.push(w);
     this.queuedBytes += w.data.length;
-    if (w.bitmap !== 0) {
-      this.unhashed.push(w);
-      this.unhashedBytes += w.data.length;
-      if (this.unhashedBytes >= HASH_GROUP_BYTES) this.startHashing();
-    }
-  }
-
-  /**
-   * Hashes the windows sealed since the last call, on the thread pool, while the caller goes on producing
-   * and the previous batch is written; the batch that takes these windows waits for the job first.
-   */
-  private startHashing(): void {
-    const group = this.unhashed;
-    if (group.length === 0) return;
-    this.unhashed = [];
-    this.unhashedBytes = 0;
-    const job = hashChunks(group).then((hashes) => group.forEach((w, i) => (w.hash = hashes[i]!)));
-    // Awaited by the batch; marked handled here so that a writer aborted before that leaves no unhandled rejection.
-    job.catch(() => undefined);
-    this.hashing.push(job);
   }
 
   /** Hands the queue to a new batch once the previous one has settled; does not wait for the new one. */
@@ -234,21 +197,12 @@ export class ImageWriter {
     }
     if (this.queue.length === 0) return;
     const windows = this.queue;
-    // The queued windows' memory belongs to this batch from here; the next windows go into fresh slabs.
-    const slabs = this.slabs.cut();
     this.queue = [];
     this.queuedBytes = 0;
-    // Every queued window is in one of the hash jobs started so far (they follow the queue's order).
-    this.startHashing();
-    const hashing = this.hashing;
-    this.hashing = [];
     // The rejection is kept in `failure` (reported by the next call), so a caller that stops calling leaves
     // no unhandled rejection behind.
     this.inflight = this.core
-      .track(async () => {
-        await Promise.all(hashing);
-        return this.core.storeWindows(this.id, windows, this.seen, this.pack);
-      })
+      .track(() => this.core.storeWindows(this.id, windows, this.seen))
       .then(
         (r) => {
           this.newChunks += r.newChunks;
@@ -259,7 +213,6 @@ export class ImageWriter {
         },
       )
       .finally(() => {
-        this.slabs.release(slabs);
         this.inflight = undefined;
       });
   }

@@ -17,8 +17,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lazyrestore::InitRestore(env, exports);
   lazyrestore::InitCustody(env, exports);
   lazyrestore::InitMemfd(env, exports);
-  lazyrestore::InitFiles(env, exports);
-  lazyrestore::InitDigest(env, exports);
   return exports;
 }
 

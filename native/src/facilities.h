@@ -15,7 +15,5 @@ void InitPtraceState(Napi::Env env, Napi::Object exports);  // ptrace_state.cc
 void InitRestore(Napi::Env env, Napi::Object exports);      // restore.cc
 void InitCustody(Napi::Env env, Napi::Object exports);      // custody.cc
 void InitMemfd(Napi::Env env, Napi::Object exports);        // memfd.cc
-void InitFiles(Napi::Env env, Napi::Object exports);        // files.cc
-void InitDigest(Napi::Env env, Napi::Object exports);       // digest.cc
 
 }  // namespace lazyrestore

@@ -1,6 +1,6 @@
 // The page service and page sources as flat JS functions (the N-API side of
 // page_service_loop.cc). Man pages: userfaultfd(2), ioctl_userfaultfd(2),
-// fcntl(2), readlink(2), proc(5) for /proc/self/fd, mmap(2) (pack files).
+// fcntl(2), readlink(2), proc(5) for /proc/self/fd.
 //
 // Ownership: a ServiceBinding holds the Service and its ThreadSafeFunction.
 // It is shared by the JS handle (External finalizer), the TSFN (its context,
@@ -493,39 +493,6 @@ Napi::Value PageSourceProvide(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// The mapping is returned as an external Buffer for hashing and slicing; it
-// holds a reference to the source, so the memory outlives every view of it.
-// Read-only: writing through it faults.
-Napi::Value PageSourceMapFile(const Napi::CallbackInfo& info) {
-  std::shared_ptr<PageSource>& src = UnwrapSource(info[0]);
-  uint64_t fd = ToU64(info[1], "fd");
-  uint64_t offset = ToPageAligned(info[2], "offset");
-  uint64_t len = ToPageAligned(info[3], "len");
-  if (fd > 0x7fffffff) throw Napi::RangeError::New(info.Env(), "fd is out of range");
-  const uint8_t* p = src->MapFile(static_cast<int>(fd), offset, len);
-  if (p == nullptr)
-    ThrowSystemError(info.Env(), errno, "mmap", "pack range " + std::to_string(offset));
-  auto* keep = new std::shared_ptr<PageSource>(src);
-  return Napi::Buffer<uint8_t>::New(
-      info.Env(), const_cast<uint8_t*>(p), len,
-      [](Napi::Env, uint8_t*, std::shared_ptr<PageSource>* k) { delete k; }, keep);
-}
-
-Napi::Value PageSourceAdopt(const Napi::CallbackInfo& info) {
-  std::shared_ptr<PageSource>& src = UnwrapSource(info[0]);
-  uint64_t origin = ToPageAligned(info[1], "origin");
-  if (!info[2].IsBuffer()) throw Napi::TypeError::New(info.Env(), "data must be a Buffer");
-  auto data = info[2].As<Napi::Buffer<uint8_t>>();
-  if (data.Length() % kPageSize != 0) {
-    throw Napi::RangeError::New(info.Env(), "data length must be a multiple of 4096");
-  }
-  if (!src->Adopt(origin, data.Data(), data.Length())) {
-    throw Napi::RangeError::New(info.Env(),
-                                "data is not memory of this source (pageSourceMapFile)");
-  }
-  return info.Env().Undefined();
-}
-
 Napi::Value PageSourceMarkZero(const Napi::CallbackInfo& info) {
   std::shared_ptr<PageSource>& src = UnwrapSource(info[0]);
   uint64_t origin = ToPageAligned(info[1], "origin");
@@ -567,9 +534,6 @@ void InitPageService(Napi::Env env, Napi::Object exports) {
   exports.Set("pageSourceCreate", Napi::Function::New(env, PageSourceCreate, "pageSourceCreate"));
   exports.Set("pageSourceProvide",
               Napi::Function::New(env, PageSourceProvide, "pageSourceProvide"));
-  exports.Set("pageSourceMapFile",
-              Napi::Function::New(env, PageSourceMapFile, "pageSourceMapFile"));
-  exports.Set("pageSourceAdopt", Napi::Function::New(env, PageSourceAdopt, "pageSourceAdopt"));
   exports.Set("pageSourceMarkZero",
               Napi::Function::New(env, PageSourceMarkZero, "pageSourceMarkZero"));
   exports.Set("pageSourceBytes", Napi::Function::New(env, PageSourceBytes, "pageSourceBytes"));

@@ -1,8 +1,6 @@
 // PageSource (see page_service_source.h). No syscalls: memory only.
 #include "page_service_source.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -27,37 +25,6 @@ void PageSource::Provide(uint64_t origin, const uint8_t* data, uint64_t len) {
     bytes_ += added;
   }
   Notify(origin, len);
-}
-
-PageSource::~PageSource() {
-  for (const auto& [start, len] : mappings_) munmap(reinterpret_cast<void*>(start), len);
-}
-
-const uint8_t* PageSource::MapFile(int fd, uint64_t offset, uint64_t len) {
-  if (len == 0 || offset % kPageSize != 0) {
-    errno = EINVAL;
-    return nullptr;
-  }
-  void* p = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(offset));
-  if (p == MAP_FAILED) return nullptr;
-  std::unique_lock lock(mu_);
-  mappings_.emplace(reinterpret_cast<uintptr_t>(p), len);
-  return static_cast<const uint8_t*>(p);
-}
-
-bool PageSource::Adopt(uint64_t origin, const uint8_t* data, uint64_t len) {
-  if (len == 0) return true;
-  const uintptr_t at = reinterpret_cast<uintptr_t>(data);
-  {
-    std::unique_lock lock(mu_);
-    auto it = mappings_.upper_bound(at);
-    if (it == mappings_.begin()) return false;
-    --it;
-    if (at + len > it->first + it->second) return false;
-    bytes_ += InsertGaps(origin, len, data);
-  }
-  Notify(origin, len);
-  return true;
 }
 
 // Inserts extents for the parts of [origin, origin+len) no extent covers yet,

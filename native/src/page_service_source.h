@@ -1,18 +1,12 @@
 // PageSource: in-memory page data of one dumped address space, keyed by the
-// address each page had at dump time ("origin"). It feeds UFFDIO_COPY in
-// page_service_loop.cc (ioctl_userfaultfd(2)); MapFile uses mmap(2) and
-// munmap(2) to hold page data straight from the image store's pack files.
+// address each page had at dump time ("origin"). No kernel interface of its
+// own; it feeds UFFDIO_COPY in page_service_loop.cc (ioctl_userfaultfd(2)).
 //
 // Threading: the JS thread writes (Provide, MarkZero); page service threads
 // read (Find) concurrently. Page data of a dumped image is immutable, so an
 // extent is never changed or freed once inserted: a reader may keep using
 // the pointer Find returned for as long as it holds the source (shared_ptr)
 // without holding the lock. Providing a page again is a no-op.
-//
-// Memory an extent points into is owned by the source: blocks copied in by
-// Provide, or read-only file mappings made by MapFile and adopted by Adopt.
-// A mapping stays until the source dies; the store must not punch or cut
-// the file range meanwhile (daemon/restore/lazy.ts holds the pack for it).
 #pragma once
 
 #include <atomic>
@@ -58,13 +52,6 @@ class PageSource {
   // Copies `len` bytes (page multiple, page-aligned origin) into the source.
   // Pages already held keep their first data.
   void Provide(uint64_t origin, const uint8_t* data, uint64_t len);
-  // Maps [offset, offset+len) of `fd` (page-aligned offset) read-only and
-  // shared; the source owns the mapping. Returns nullptr with errno set.
-  const uint8_t* MapFile(int fd, uint64_t offset, uint64_t len);
-  // Like Provide, but without a copy: [data, data+len) must lie inside memory
-  // the source owns (a MapFile mapping). Returns false when it does not.
-  bool Adopt(uint64_t origin, const uint8_t* data, uint64_t len);
-  ~PageSource();
   void MarkZero(uint64_t origin, uint64_t len);
   uint64_t Bytes() const;
   Lookup Find(uint64_t origin) const;
@@ -84,7 +71,6 @@ class PageSource {
   std::map<uint64_t, Extent> extents_;              // origin start -> extent, non-overlapping
   std::map<uint64_t, uint64_t> zeros_;              // origin start -> end, merged
   std::vector<std::unique_ptr<uint8_t[]>> blocks_;  // owners of the extents' bytes
-  std::map<uintptr_t, uint64_t> mappings_;          // MapFile: start -> length
   uint64_t bytes_ = 0;
 
   std::mutex listeners_mu_;
