@@ -51,20 +51,31 @@ interface Notification {
 
 const received: Notification[] = [];
 
-/** The first notification (in order of arrival) that matches, waiting for it; earlier ones stay for later calls. */
-async function notification(match: (n: Notification) => boolean, timeoutMs = 30_000): Promise<Notification> {
-  const deadline = Date.now() + timeoutMs;
+/** Moves every notification that has arrived into `received` without waiting. */
+function drain(): void {
   for (;;) {
-    const i = received.findIndex(match);
-    if (i >= 0) return received.splice(i, 1)[0]!;
-    if (Date.now() > deadline) throw new Error('no such notification');
+    let m: Notification | null;
     try {
-      const m = native.unixRecv(notifyFd, 10);
-      if (m) received.push(m);
+      m = native.unixRecv(notifyFd, 0);
     } catch {
-      await sleep(10); // ETIMEDOUT: let the event loop collect output meanwhile
+      return; // ETIMEDOUT: nothing more right now
     }
+    if (m === null) return;
+    received.push(m);
   }
+}
+
+/** The first notification (in order of arrival) that matches, waiting for it; earlier ones stay for later calls. */
+function notification(match: (n: Notification) => boolean, timeoutMs = 30_000): Promise<Notification> {
+  return until(
+    'a matching notification',
+    () => {
+      drain();
+      const i = received.findIndex(match);
+      return i >= 0 ? received.splice(i, 1)[0]! : undefined;
+    },
+    timeoutMs,
+  );
 }
 
 function daemon(

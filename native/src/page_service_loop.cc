@@ -133,37 +133,21 @@ uint32_t Service::AddSharedObject(std::shared_ptr<PageSource> source, uint64_t s
 
 void Service::AddLazyRange(uint32_t task, uint64_t start, uint64_t len, uint64_t origin,
                            uint32_t object, uint64_t unit) {
-  Command cmd(Command::kAddRange);
-  cmd.task = task;
-  cmd.a = start;
-  cmd.b = len;
-  cmd.c = origin;
+  Command cmd(Command::kAddRange, task, start, len, origin);
   cmd.object = object;
   cmd.unit = unit;
   Post(std::move(cmd));
 }
 
-void Service::ReleaseTask(uint32_t task) {
-  Command cmd(Command::kRelease);
-  cmd.task = task;
-  Post(std::move(cmd));
-}
+void Service::ReleaseTask(uint32_t task) { Post(Command(Command::kRelease, task)); }
 
 void Service::ApplyChange(uint32_t task, Change change, uint64_t a, uint64_t b, uint64_t c) {
-  Command cmd(Command::kChange);
-  cmd.task = task;
+  Command cmd(Command::kChange, task, a, b, c);
   cmd.change = change;
-  cmd.a = a;
-  cmd.b = b;
-  cmd.c = c;
   Post(std::move(cmd));
 }
 
-void Service::Resume(uint32_t task) {
-  Command cmd(Command::kResume);
-  cmd.task = task;
-  Post(std::move(cmd));
-}
+void Service::Resume(uint32_t task) { Post(Command(Command::kResume, task)); }
 
 void Service::Note(std::string text) {
   Command cmd(Command::kNote);

@@ -232,7 +232,8 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
       kNote,
       kSync
     };
-    explicit Command(Kind k) : kind(k) {}
+    explicit Command(Kind k, uint32_t task_ = 0, uint64_t a_ = 0, uint64_t b_ = 0, uint64_t c_ = 0)
+        : kind(k), task(task_), a(a_), b(b_), c(c_) {}
     Kind kind;
     uint32_t task = 0;
     int fd = -1;

@@ -1,10 +1,12 @@
 /* Shared helpers for the C workload programs: deterministic page patterns
  * that a program can write before a dump and verify after a restore. */
 #pragma once
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The 64-bit word at byte offset `off` of the page at `addr`, for a pattern
  * seeded by `seed`: every word differs, so a page copied to the wrong place,
@@ -38,3 +40,16 @@ static inline long lr_check(const void *base, size_t len, uint64_t seed) {
     fputc('\n', stderr);          \
     exit(99);                     \
   } while (0)
+
+/* One write(2) per line on stdout: unbuffered, so the file offset is all the
+ * state a dump has to carry (and lines of forked children stay whole). */
+static inline void lr_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline void lr_say(const char *fmt, ...) {
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (n < 0 || n >= (int)sizeof line) _exit(97);
+  if (write(1, line, (size_t)n) != n) _exit(98);
+}

@@ -23,21 +23,12 @@
 #define STORM 100
 #define THREADS 8
 
-static void say(const char *fmt, ...) {
-  char line[200];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  if (write(1, line, (size_t)n) != n) _exit(98);
-}
-
-#define FAIL(...)     \
-  do {                \
-    say("FAIL ");     \
-    say(__VA_ARGS__); \
-    say("\n");        \
-    _exit(1);         \
+#define FAIL(...)        \
+  do {                   \
+    lr_say("FAIL ");     \
+    lr_say(__VA_ARGS__); \
+    lr_say("\n");        \
+    _exit(1);            \
   } while (0)
 
 /* Pages [at, at+len) must hold the pattern of the region filled at `base` (their data keeps its
@@ -274,7 +265,7 @@ static void mode_exitfaulting(void) {
     pthread_create(&t, NULL, spin_reader, (void *)(uintptr_t)(i + 1));
   struct timespec ts = {0, 2 * 1000 * 1000};
   nanosleep(&ts, NULL);
-  say("OK exitfaulting\n");
+  lr_say("OK exitfaulting\n");
   _exit(0);
 }
 
@@ -284,7 +275,7 @@ int main(int argc, char **argv) {
   mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) LR_DIE("mmap failed");
   lr_fill(mem, len, SEED);
-  say("READY %ld\n", (long)getpid());
+  lr_say("READY %ld\n", (long)getpid());
   struct stat st;
   while (stat(argv[3], &st) != 0) {
     struct timespec ts = {0, 5 * 1000 * 1000};
@@ -315,6 +306,6 @@ int main(int argc, char **argv) {
     mode_exitfaulting();
   else
     FAIL("unknown mode %s", m);
-  say("OK %s\n", m);
+  lr_say("OK %s\n", m);
   return 0;
 }

@@ -40,22 +40,13 @@ struct region {
 static struct region regs[NREG];
 static uint64_t folded = 0x243f6a8885a308d3ULL;
 
-static void say(const char *fmt, ...) {
-  char line[160];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  if (write(1, line, (size_t)n) != n) _exit(98);
-}
-
 /* Failures go to stdout as well: in order with the other lines, children's included. */
-#define DIE(...)      \
-  do {                \
-    say("FAIL ");     \
-    say(__VA_ARGS__); \
-    say("\n");        \
-    _exit(99);        \
+#define DIE(...)         \
+  do {                   \
+    lr_say("FAIL ");     \
+    lr_say(__VA_ARGS__); \
+    lr_say("\n");        \
+    _exit(99);           \
   } while (0)
 
 static uint64_t next(uint64_t *s) {
@@ -235,7 +226,7 @@ static void op_fork(uint64_t *s) {
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  say("CHILD %d %016" PRIx64 " %d %d\n", steps, d, (int)got, status);
+  lr_say("CHILD %d %016" PRIx64 " %d %d\n", steps, d, (int)got, status);
   fold(d);
   fold((uint64_t)got);
   fold((uint64_t)status);
@@ -280,7 +271,7 @@ static void step(uint64_t *s) {
 }
 
 static void pause_until(const char *gofile, long k) {
-  say("PAUSE %ld\n", k);
+  lr_say("PAUSE %ld\n", k);
   struct stat st;
   while (stat(gofile, &st) != 0) {
     struct timespec ts = {0, 5 * 1000 * 1000};
@@ -304,20 +295,20 @@ int main(int argc, char **argv) {
     uint64_t *w = (uint64_t *)regs[i].p;
     for (size_t k = 0; k < START_LEN / 8; k++) w[k] = lr_pattern_word(seed + (uint64_t)i, 0, k * 8);
   }
-  say("READY %ld\n", (long)getpid());
+  lr_say("READY %ld\n", (long)getpid());
   for (long i = 0; i < steps; i++) {
     if (i == pause_at) pause_until(argv[4], i);
     step(&s);
   }
   /* The parts, for diagnosis of a mismatch: the words read and children's digests, then each
    * region. */
-  say("FOLDED %016" PRIx64 "\n", folded);
+  lr_say("FOLDED %016" PRIx64 "\n", folded);
   for (int i = 0; i < NREG; i++) {
     uint64_t h = 0;
     for (size_t k = 0; k < regs[i].len / 8; k++)
       h = (h ^ ((uint64_t *)regs[i].p)[k]) * 0x100000001b3ULL;
-    say("REGION %d %zu %016" PRIx64 "\n", i, regs[i].len, h);
+    lr_say("REGION %d %zu %016" PRIx64 "\n", i, regs[i].len, h);
   }
-  say("DIGEST %016" PRIx64 "\n", digest());
+  lr_say("DIGEST %016" PRIx64 "\n", digest());
   return 0;
 }

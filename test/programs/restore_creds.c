@@ -21,15 +21,6 @@ static void on_usr1(int sig) {
   woken = 1;
 }
 
-static void say(const char *fmt, ...) {
-  char line[512];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  if (write(1, line, (size_t)n) != n) _exit(98);
-}
-
 /* The identity as the kernel reports it, including the capability sets. */
 static void ids(void) {
   uid_t ru, eu, su;
@@ -48,8 +39,8 @@ static void ids(void) {
     }
   }
   if (f) fclose(f);
-  say("IDS %u %u %u %u %u %u %d:%u:%u %s\n", ru, eu, su, rg, eg, sg, n, n > 0 ? groups[0] : 0,
-      n > 1 ? groups[1] : 0, caps);
+  lr_say("IDS %u %u %u %u %u %u %d:%u:%u %s\n", ru, eu, su, rg, eg, sg, n, n > 0 ? groups[0] : 0,
+         n > 1 ? groups[1] : 0, caps);
 }
 
 int main(void) {
@@ -64,6 +55,6 @@ int main(void) {
   ids();
   while (!woken) pause();
   ids();
-  say("DONE\n");
+  lr_say("DONE\n");
   return 0;
 }

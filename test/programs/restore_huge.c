@@ -27,15 +27,6 @@
 #define SEED 0x4a9e5eedULL
 #define HUGE (2UL << 20)
 
-static void say(const char *fmt, ...) {
-  char line[128];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  if (write(1, line, (size_t)n) != n) _exit(98);
-}
-
 int main(int argc, char **argv) {
   if (argc != 3 && argc != 4) LR_DIE("usage: restore_huge SIZE_MIB GOFILE [events]");
   const size_t len = (size_t)atol(argv[1]) << 20;
@@ -51,7 +42,7 @@ int main(int argc, char **argv) {
   for (size_t off = 0; off < untouched; off += 8) {
     ((uint64_t *)(mem + off))[0] = off >= zeroed ? 0 : lr_pattern_word(SEED, 0, off);
   }
-  say("READY %ld\n", (long)getpid());
+  lr_say("READY %ld\n", (long)getpid());
   struct stat st;
   while (stat(argv[2], &st) != 0) {
     struct timespec ts = {0, 10 * 1000 * 1000};
@@ -68,21 +59,21 @@ int main(int argc, char **argv) {
     int zero = off >= zeroed || (events && off >= 2 * HUGE && off < 3 * HUGE);
     uint64_t want = zero ? 0 : lr_pattern_word(SEED, 0, off);
     if (((uint64_t *)(mem + off))[0] != want) {
-      say("HUGE FAIL 0x%lx\n", (unsigned long)off);
+      lr_say("HUGE FAIL 0x%lx\n", (unsigned long)off);
       return 1;
     }
   }
   if (child == 0) {
-    say("CHILD HUGE OK\n");
+    lr_say("CHILD HUGE OK\n");
     return 0;
   }
   if (child > 0) {
     int status = 0;
     if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      say("CHILD FAIL %d\n", status);
+      lr_say("CHILD FAIL %d\n", status);
       return 1;
     }
   }
-  say("HUGE OK\n");
+  lr_say("HUGE OK\n");
   return 0;
 }

@@ -19,16 +19,6 @@
 
 #include <stdarg.h>
 
-/* One write(2) per line: unbuffered, so the file offset is all the state. */
-static void say(const char *fmt, ...) {
-  char line[128];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  if (write(1, line, (size_t)n) != n) _exit(98);
-}
-
 int main(int argc, char **argv) {
   if (argc != 3 && argc != 4) LR_DIE("usage: restore_mem SIZE_MIB GOFILE [fork]");
   size_t len = (size_t)atol(argv[1]) << 20;
@@ -37,10 +27,10 @@ int main(int argc, char **argv) {
   lr_fill(mem, len, SEED);
   /* A few pages left zero in the middle: restored as zero pages, never as data. */
   memset(mem + len / 2, 0, 3 * 4096);
-  say("READY %ld %ld\n", (long)getpid(), (long)(len >> 20));
+  lr_say("READY %ld %ld\n", (long)getpid(), (long)(len >> 20));
   struct stat st;
   for (long tick = 1; stat(argv[2], &st) != 0; tick++) {
-    say("tick %ld\n", tick);
+    lr_say("tick %ld\n", tick);
     struct timespec ts = {0, 20 * 1000 * 1000};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
@@ -53,7 +43,7 @@ int main(int argc, char **argv) {
     if (off >= len / 2 && off < len / 2 + 3 * 4096) {
       for (int i = 0; i < 4096; i++)
         if (page[i] != 0) {
-          say("CHECK FAIL %ld (zero page)\n", (long)off);
+          lr_say("CHECK FAIL %ld (zero page)\n", (long)off);
           return 1;
         }
       continue;
@@ -63,23 +53,23 @@ int main(int argc, char **argv) {
       uint64_t want = lr_pattern_word(SEED, (uintptr_t)mem & ~4095ULL, off + w * 8);
       if (((uint64_t *)page)[w] != want) {
         bad = (long)(off + w * 8);
-        say("CHECK FAIL %ld\n", bad);
+        lr_say("CHECK FAIL %ld\n", bad);
         return 1;
       }
     }
   }
   if (child == 0) {
-    say("CHILD OK\n");
+    lr_say("CHILD OK\n");
     return 0;
   }
   if (child > 0) {
     int status = 0;
     if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      say("CHILD FAIL %d\n", status);
+      lr_say("CHILD FAIL %d\n", status);
       return 1;
     }
   }
-  say("CHECK OK %ld\n", (long)(len >> 20));
-  say("DONE\n");
+  lr_say("CHECK OK %ld\n", (long)(len >> 20));
+  lr_say("DONE\n");
   return 0;
 }

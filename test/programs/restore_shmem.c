@@ -36,15 +36,6 @@
 
 static char role[16] = "parent";
 
-static void say(const char *fmt, ...) {
-  char line[256];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  if (write(1, line, (size_t)n) != n) _exit(98);
-}
-
 static void nap(long ms) {
   struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
@@ -105,7 +96,7 @@ int main(int argc, char **argv) {
       break;
     }
   }
-  if (me == 0) say("READY %ld %ld %ld\n", (long)getpid(), (long)kids[0], (long)kids[1]);
+  if (me == 0) lr_say("READY %ld %ld %ld\n", (long)getpid(), (long)kids[0], (long)kids[1]);
   struct stat st;
   while (stat(argv[2], &st) != 0) nap(10);
 
@@ -140,26 +131,26 @@ int main(int argc, char **argv) {
         (off >= len / 2 && off < len / 2 + 3 * PAGE) || (events && off >= hole && off < hole + MIB);
     uint64_t seed = off == mark0 || off == mark2 ? SEED_MARK : SEED_ANON;
     if (!check_page(anon + off, seed, off, zero)) {
-      say("VERIFY FAIL %s anon 0x%lx\n", role, (unsigned long)off);
+      lr_say("VERIFY FAIL %s anon 0x%lx\n", role, (unsigned long)off);
       return 1;
     }
   }
   for (size_t off = 0; off < CTL_OFF; off += PAGE) {
     int zero = off >= MIB && off < MIB + 2 * PAGE;
     if (!check_page(mfd + off, off == mark1 ? SEED_MARK : SEED_MEMFD, off, zero)) {
-      say("VERIFY FAIL %s memfd 0x%lx\n", role, (unsigned long)off);
+      lr_say("VERIFY FAIL %s memfd 0x%lx\n", role, (unsigned long)off);
       return 1;
     }
   }
-  say("VERIFY OK %s\n", role);
+  lr_say("VERIFY OK %s\n", role);
   if (me != 0) return 0;
   for (int i = 0; i < 2; i++) {
     int status = 0;
     if (waitpid(kids[i], &status, 0) != kids[i] || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      say("CHILD FAIL %d %d\n", i + 1, status);
+      lr_say("CHILD FAIL %d %d\n", i + 1, status);
       return 1;
     }
   }
-  say("ALL OK\n");
+  lr_say("ALL OK\n");
   return 0;
 }

@@ -19,15 +19,6 @@
 
 static uint64_t table[WORDS];
 
-static void say(const char *fmt, ...) {
-  char line[128];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  if (write(1, line, (size_t)n) != n) _exit(98);
-}
-
 static uint64_t sum(const uint64_t *heap, long ticks) {
   uint64_t s = 0;
   for (long t = 0; t < ticks; t++) s = s * 31 + table[t % WORDS] + heap[t % WORDS];
@@ -48,12 +39,12 @@ int main(int argc, char **argv) {
   while (stat(argv[1], &st) != 0) {
     running = running * 31 + table[tick % WORDS] + heap[tick % WORDS];
     tick++;
-    say("n %ld %llu\n", tick, (unsigned long long)running);
+    lr_say("n %ld %llu\n", tick, (unsigned long long)running);
     struct timespec ts = {0, 10 * 1000 * 1000};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
   }
-  say("SUM %s %ld\n", sum(heap, tick) == running ? "OK" : "FAIL", tick);
-  say("DONE\n");
+  lr_say("SUM %s %ld\n", sum(heap, tick) == running ? "OK" : "FAIL", tick);
+  lr_say("DONE\n");
   return 0;
 }

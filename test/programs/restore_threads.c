@@ -33,22 +33,13 @@ static pid_t tids[THREADS];
 static __thread uint64_t tls_value;
 static int failures;
 
-static void say(const char *fmt, ...) {
-  char line[256];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  if (write(1, line, (size_t)n) != n) _exit(98);
-}
-
 /* What a thread checks after the restore: same tid, same stack bytes, same TLS. */
 static void check_self(int i, const uint64_t *stack_words, size_t n) {
   int ok = gettid() == tids[i] && tls_value == 0xabc0000ULL + (uint64_t)i;
   for (size_t k = 0; k < n; k++) ok &= stack_words[k] == lr_pattern_word(i, 0, k * 8);
   pthread_mutex_lock(&mu);
   if (!ok) failures++;
-  say("T%d %s %d\n", i, ok ? "OK" : "FAIL", (int)gettid());
+  lr_say("T%d %s %d\n", i, ok ? "OK" : "FAIL", (int)gettid());
   pthread_mutex_unlock(&mu);
 }
 
@@ -131,7 +122,7 @@ static void *spinner(void *arg) {
   for (size_t k = 0; k < 16 * 4 + 4; k++) regs_ok &= in[k] == out[k];
   pthread_mutex_lock(&mu);
   if (!regs_ok) failures++;
-  say("REGS %s %s\n", have_avx() ? "ymm" : "xmm", regs_ok ? "OK" : "FAIL");
+  lr_say("REGS %s %s\n", have_avx() ? "ymm" : "xmm", regs_ok ? "OK" : "FAIL");
   pthread_mutex_unlock(&mu);
   check_self(i, words, 256);
   return NULL;
@@ -148,7 +139,7 @@ int main(int argc, char **argv) {
   pthread_create(&th[SPINNER], NULL, spinner, (void *)(intptr_t)SPINNER);
   while (atomic_load(&ready) < THREADS - 1) usleep(1000);
   usleep(20000); /* the waiters are in their futex waits by now */
-  say("READY %d %d %d %d %d %d\n", tids[0], tids[1], tids[2], tids[3], tids[4], tids[5]);
+  lr_say("READY %d %d %d %d %d %d\n", tids[0], tids[1], tids[2], tids[3], tids[4], tids[5]);
   struct stat st;
   while (stat(argv[1], &st) != 0) {
     struct timespec ts = {0, 10 * 1000 * 1000};
@@ -163,6 +154,6 @@ int main(int argc, char **argv) {
   stop_spin = 1;
   for (int i = 1; i < THREADS; i++) pthread_join(th[i], NULL);
   check_self(0, (const uint64_t[]){lr_pattern_word(0, 0, 0)}, 1);
-  say("DONE %d\n", failures);
+  lr_say("DONE %d\n", failures);
   return failures == 0 ? 0 : 1;
 }
