@@ -6,6 +6,7 @@
         "native/src/addon.cc",
         "native/src/errors.cc",
         "native/src/memfd.cc",
+        "native/src/sysv_shm.cc",
         "native/src/uffd.cc",
         "native/src/page_service.cc",
         "native/src/page_service_lazymap.cc",

@@ -44,6 +44,9 @@ export const ERROR_CODES = {
   LAZY_UNSUPPORTED: 422,
   /** The image maps hugetlb memory and this host has fewer free huge pages than it needs (nothing was created). */
   HUGE_PAGES_UNAVAILABLE: 503,
+  /** A System V shared memory segment of the image cannot be recreated: its id or key belongs to another segment
+   *  on this host (nothing was created). */
+  IPC_ID_IN_USE: 409,
   /** A restore failed for a reason of its own (the message says which); every task it created was killed. */
   RESTORE_FAILED: 500,
   // Codes of the daemon's custody of uffds (daemon/custody).

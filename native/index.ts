@@ -31,6 +31,17 @@ export interface SystemError extends Error {
   missingFeatures?: string[];
 }
 
+/** What shmctl(IPC_STAT) tells of a System V shared memory segment. */
+export interface ShmStat {
+  key: number;
+  size: number;
+  /** shm_perm.mode: permission bits plus SHM_DEST (0o1000) and SHM_LOCKED (0o2000). */
+  mode: number;
+  uid: number;
+  gid: number;
+  nattch: number;
+}
+
 export function isSystemError(e: unknown): e is SystemError {
   return (
     e instanceof Error && typeof (e as SystemError).code === 'string' && typeof (e as SystemError).errno === 'number'
@@ -307,6 +318,20 @@ export interface NativeAddon {
   memfdCreate(name: string, flags: number): number;
   /** F_GET_SEALS of `fd`, or -1 when the file cannot be sealed. */
   fileSeals(fd: number): number;
+
+  // --- sysv_shm.cc — shmget(2), shmctl(2), shmop(2): System V shared memory segments
+  /** shmget(key, size, flags); `key` is a signed 32-bit key_t (0 = IPC_PRIVATE). */
+  shmGet(key: number, size: number, flags: number): number;
+  /** IPC_STAT of segment `shmid`, or null when no segment has that id. */
+  shmStat(shmid: number): ShmStat | null;
+  /** IPC_SET: owner and permission bits (mode & 0o777). */
+  shmSet(shmid: number, uid: number, gid: number, mode: number): void;
+  /** IPC_RMID; false when no segment has that id any more. */
+  shmRemove(shmid: number): boolean;
+  /** SHM_LOCK. */
+  shmLock(shmid: number): void;
+  /** A read-write fd of the segment's shmem file (pread/pwrite reach its pages). */
+  shmFile(shmid: number): number;
 
   // --- custody.cc: unix sockets carrying fds (SCM_RIGHTS); a path starting with '@' is abstract
   unixConnect(path: string, type: 'seqpacket' | 'dgram'): number;

@@ -19,6 +19,7 @@ import {
   readFileSync,
   readSync,
   rmSync,
+  writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -626,24 +627,33 @@ test(
   },
 );
 
-test('System V shared memory is refused as UNSUPPORTED_MAPPING, naming what restore lacks', { skip }, async () => {
-  const s = await start('dump_counter', ['sysv']);
+test('System V shared memory in huge pages is refused as UNSUPPORTED_MAPPING, naming it', { skip }, async (t) => {
+  const nr = '/proc/sys/vm/nr_hugepages';
+  if (!existsSync(nr)) return t.skip(`${nr} does not exist (no hugetlb support)`);
+  const previous = Number(readFileSync(nr, 'utf8').trim());
+  writeFileSync(nr, `${previous + 1}\n`);
   try {
-    await withStore(async (store) => {
-      const before = await counterState(s);
-      const at = s.addr('memfd').toString(16);
-      await refused(
-        store,
-        s.pid,
-        'UNSUPPORTED_MAPPING',
-        new RegExp(
-          `process ${s.pid}: mapping 0x${at}-0x[0-9a-f]+ is System V shared memory \\(/SYSV00000000\\), which restore does not recreate`,
-        ),
-      );
-      await assertUnharmed(s, before);
-    });
+    if (Number(readFileSync(nr, 'utf8').trim()) <= previous) return t.skip('no 2 MiB huge page could be reserved');
+    const s = await start('dump_counter', ['sysvhuge']);
+    try {
+      await withStore(async (store) => {
+        const before = await counterState(s);
+        const at = s.addr('memfd').toString(16);
+        await refused(
+          store,
+          s.pid,
+          'UNSUPPORTED_MAPPING',
+          new RegExp(
+            `process ${s.pid}: mapping 0x${at}-0x[0-9a-f]+ is System V shared memory with huge pages \\(/SYSV00000000, SHM_HUGETLB\\), which restore does not recreate`,
+          ),
+        );
+        await assertUnharmed(s, before);
+      });
+    } finally {
+      s.prog.kill();
+    }
   } finally {
-    s.prog.kill();
+    writeFileSync(nr, `${previous}\n`);
   }
 });
 

@@ -41,6 +41,7 @@ import {
   READ_PAGES,
   readPrivatePages,
   readShmemPages,
+  shmemRecord,
   type Allocator,
   type MemoryPlan,
   type PagePiece,
@@ -183,11 +184,7 @@ async function collect(tree: FrozenProcess[], freezer: Freezer): Promise<Collect
     vmas += plan.vmas.length;
   }
   meta.pipes = collectPipes(pipeRefs, new Set(tree.map((p) => p.pid)));
-  meta.shmem = [...shmem.values()].map((s) =>
-    s.kind === 'memfd'
-      ? { id: s.id, size: s.size, kind: s.kind, name: s.name, seals: s.seals }
-      : { id: s.id, size: s.size },
-  );
+  meta.shmem = [...shmem.values()].map(shmemRecord);
   const rootPlan = plans[0];
   return { meta, plans, shmem: [...shmem.values()], vdso: rootPlan ? rootPlan.specials : [], vmas };
 }

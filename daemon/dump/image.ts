@@ -187,11 +187,29 @@ export interface ShmemRecord {
   id: string;
   /** Size of the object (st_size of the shmem file), bytes. */
   size: number;
-  /** `memfd`: a memfd_create(2) file; absent or `anon`: MAP_SHARED|MAP_ANONYMOUS memory. */
-  kind?: 'anon' | 'memfd';
+  /** `memfd`: a memfd_create(2) file; `sysv`: a System V segment (shmget(2)); absent or `anon`:
+   *  MAP_SHARED|MAP_ANONYMOUS memory. */
+  kind?: 'anon' | 'memfd' | 'sysv';
   /** memfd only: its name (without the `memfd:` prefix) and F_GET_SEALS (1: not sealable, 0: sealable, no seal). */
   name?: string;
   seals?: number;
+  /** sysv only: the segment as /proc/sysvipc/shm showed it. */
+  sysv?: SysvShmRecord;
+}
+
+/** A System V shared memory segment the tree had attached. */
+export interface SysvShmRecord {
+  /** key_t, signed; 0 is IPC_PRIVATE (and the key of every segment already removed). */
+  key: number;
+  shmid: number;
+  /** Permission bits (shm_perm.mode & 0o777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Removed with IPC_RMID (SHM_DEST): it goes when its last attach does. */
+  removed: boolean;
+  /** SHM_LOCK was applied (SHM_LOCKED). */
+  locked: boolean;
 }
 
 /** Everything a dump writes besides page data. */

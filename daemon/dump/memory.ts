@@ -10,6 +10,9 @@ import {
   PAGE_SIZE,
   PM_HI,
   privatePageRuns,
+  readSysvSegment,
+  SHM_DEST,
+  SHM_LOCKED,
   type PagemapFile,
   type PageRun,
   type SmapsVma,
@@ -17,7 +20,7 @@ import {
 } from '../proc/index.js';
 import type { Problem } from '../errors.js';
 import { native } from '../../native/index.js';
-import type { VmaContent, VmaRecord } from './image.js';
+import type { ShmemRecord, SysvShmRecord, VmaContent, VmaRecord } from './image.js';
 
 /** The largest piece of memory read with one pread (and handed to the store in one addPages). */
 export const READ_PAGES = 2048;
@@ -40,15 +43,24 @@ const DERIVED_FLAGS = new Set(['rd', 'wr', 'ex', 'sh', 'ms', 'gd', 'ac', 'sd']);
 export interface ShmemRef {
   id: string;
   size: number;
-  /** `memfd`: a memfd_create(2) file (its name and seals); `anon`: MAP_SHARED|MAP_ANONYMOUS memory. */
-  kind: 'anon' | 'memfd';
+  /** `memfd`: a memfd_create(2) file (its name and seals); `sysv`: a System V segment; `anon`:
+   *  MAP_SHARED|MAP_ANONYMOUS memory. */
+  kind: 'anon' | 'memfd' | 'sysv';
   name?: string;
   seals?: number;
+  sysv?: SysvShmRecord;
   /** Pages of the object this process has mapped (smaps Rss + Swap of the VMA): a lower bound of its use. */
   mappedPages: number;
   pid: number;
   /** /proc/<pid>/map_files/<start>-<end> of one VMA mapping it. */
   path: string;
+}
+
+/** The image record of a shared object. */
+export function shmemRecord(s: ShmemRef): ShmemRecord {
+  if (s.kind === 'memfd') return { id: s.id, size: s.size, kind: s.kind, name: s.name, seals: s.seals };
+  if (s.kind === 'sysv') return { id: s.id, size: s.size, kind: s.kind, sysv: s.sysv };
+  return { id: s.id, size: s.size };
 }
 
 export interface MemoryPlan {
@@ -125,9 +137,38 @@ function planFile(pid: number, v: SmapsVma): VmaPlan {
 /** F_SEAL_SEAL: set on every memfd made without MFD_ALLOW_SEALING (fcntl(2), "File Sealing"). */
 const F_SEAL_SEAL = 1;
 
+const SYSV_NAME = /^\/SYSV[0-9a-f]{8}$/;
+
+/**
+ * A System V attach: its shmem file's inode number is the segment's id (ipc/shm.c sets it so), which finds the
+ * segment in /proc/sysvipc/shm of our IPC namespace (the process is in the same one: checkProcess refuses others).
+ */
+function planSysv(pid: number, v: SmapsVma): VmaPlan {
+  const path = mapFilesPath(pid, v);
+  let seg;
+  try {
+    seg = readSysvSegment(Number(statSync(path, { bigint: true }).ino));
+  } catch (e) {
+    return { problem: `is System V shared memory (${v.path}) that cannot be identified (${String(e)})` };
+  }
+  if (!seg) return { problem: `is System V shared memory (${v.path}) absent from /proc/sysvipc/shm` };
+  const sysv: SysvShmRecord = {
+    key: seg.key,
+    shmid: seg.shmid,
+    mode: seg.mode & 0o777,
+    uid: seg.uid,
+    gid: seg.gid,
+    removed: (seg.mode & SHM_DEST) !== 0,
+    locked: (seg.mode & SHM_LOCKED) !== 0,
+  };
+  const id = `sysv-${seg.shmid}`;
+  const mappedPages = (v.sizes.Rss + v.sizes.Swap) / PAGE_SIZE;
+  const shmem: ShmemRef = { id, size: seg.size, kind: 'sysv', sysv, mappedPages, pid, path };
+  return { record: { ...baseRecord(v, 'shmem'), shmem: id }, shmem };
+}
+
 function planShmem(pid: number, v: SmapsVma): VmaPlan {
-  if (/^\/SYSV[0-9a-f]{8}$/.test(v.path))
-    return { problem: `is System V shared memory (${v.path}), which restore does not recreate (shmget/shmat)` };
+  if (SYSV_NAME.test(v.path)) return planSysv(pid, v);
   const path = mapFilesPath(pid, v);
   const memfd = v.kind === 'memfd';
   let st;
@@ -167,6 +208,10 @@ export const HUGE_PAGE_SIZE = 2 << 20;
  */
 function planHugetlb(v: SmapsVma): VmaPlan {
   const size = v.sizes.KernelPageSize;
+  if (SYSV_NAME.test(v.path))
+    return {
+      problem: `is System V shared memory with huge pages (${v.path}, SHM_HUGETLB), which restore does not recreate`,
+    };
   if (!(v.deleted && v.path === '/anon_hugepage'))
     return { problem: `is a hugetlbfs file mapping (${v.path}), which restore does not recreate` };
   if (v.shared)

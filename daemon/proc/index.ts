@@ -11,3 +11,4 @@ export * from './stat.js';
 export * from './tasks.js';
 export * from './fds.js';
 export * from './misc.js';
+export * from './sysvipc.js';

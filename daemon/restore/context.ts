@@ -7,6 +7,7 @@ import type { Tracer } from '../tracer.js';
 import type { ThreadRecord } from '../dump/image.js';
 import { Batch } from './inject.js';
 import type { ImageProcess, RestoreImage } from './image.js';
+import type { SysvSegmentPlan } from './sysv.js';
 
 /** Where the restorer's own `syscall; int3` is, relative to its entry point (native/restorer/restorer.S). */
 export const HELPER_GADGET_OFFSET = 2;
@@ -41,6 +42,10 @@ export class RestoreContext {
   lazyShmem = new Set<string>();
   /** Hugetlb memory is left lazy (the kernel offers UFFD_FEATURE_MISSING_HUGETLBFS); else written eagerly. */
   lazyHuge = false;
+  /** System V segments of the image, by shared object id (see planSysv). */
+  sysv = new Map<string, SysvSegmentPlan>();
+  /** Ids of the System V segments this restore created, removed again if it fails. */
+  readonly sysvCreated: number[] = [];
 
   constructor(
     readonly store: ImageStore,

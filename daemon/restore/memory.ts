@@ -7,16 +7,18 @@
  * move them to where the dump had them; then map every VMA of the image at its address with its protection and
  * flags, and write the pages that must be present before the task runs (all of them for an eager restore).
  */
-import { ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { ftruncateSync, openSync, readFileSync } from 'node:fs';
 import { native, UFFD_FEATURES } from '../../native/index.js';
 import { readMaps, type Vma } from '../proc/index.js';
 import { LazyRestoreError } from '../errors.js';
-import { mmIdOf, shmemMmId, type MmRecord, type ThreadRecord, type VmaRecord } from '../dump/image.js';
+import { mmIdOf, type MmRecord, type ThreadRecord, type VmaRecord } from '../dump/image.js';
 import type { ProcTask, RestoreContext } from './context.js';
 import { REGION_SIZE } from './context.js';
 import { writeMem, type Arg, type Batch, type Ref } from './inject.js';
 import type { NodeFiles } from './files.js';
 import type { RestoreImage } from './image.js';
+import { writeObject } from './objects.js';
+import { attachSysv, isSysvVma, sysvSpans, type SysvSegmentPlan } from './sysv.js';
 import {
   MADV,
   MAP,
@@ -94,16 +96,18 @@ function registrable(v: VmaRecord): boolean {
  */
 export function planLazyShmem(img: RestoreImage, eager: boolean, offered: number, notes: string[]): Set<string> {
   const lazy = new Set<string>();
-  if (eager || img.shmem.size === 0) return lazy;
+  // System V segments never are (daemon/restore/sysv.ts says why).
+  const objects = [...img.shmem.values()].filter((s) => s.kind !== 'sysv');
+  if (eager || objects.length === 0) return lazy;
   if ((offered & UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM) === 0) {
-    const mib = [...img.shmem.values()].reduce((n, s) => n + s.size, 0) / 2 ** 20;
+    const mib = objects.reduce((n, s) => n + s.size, 0) / 2 ** 20;
     notes.push(
-      `shared memory (${img.shmem.size} object(s), ${mib.toFixed(1)} MiB) restored eagerly: this kernel's ` +
+      `shared memory (${objects.length} object(s), ${mib.toFixed(1)} MiB) restored eagerly: this kernel's ` +
         'userfaultfd lacks UFFD_FEATURE_MISSING_SHMEM',
     );
     return lazy;
   }
-  for (const id of img.shmem.keys()) {
+  for (const { id } of objects) {
     const bad = img.processes.flatMap((p) =>
       (p.record?.vmas ?? []).filter((v) => v.shmem === id && !registrable(v)).map((v) => ({ pid: p.entry.pid, v })),
     );
@@ -233,11 +237,16 @@ export function eagerPages(threads: ThreadRecord[], mm: MmRecord): Set<number> {
   return out;
 }
 
+/** What the image's mappings occupy, System V attaches with their whole segment (made whole, then cut). */
+function occupied(ctx: RestoreContext, task: ProcTask): Array<{ start: number; end: number }> {
+  const vmas = task.image.record!.vmas;
+  return [...vmas, ...sysvSpans(vmas, ctx.sysv)];
+}
+
 /** Maps our region through the helper's own gadget, then runs everything else from it. */
 export async function enterRegion(ctx: RestoreContext, task: ProcTask): Promise<Vma[]> {
   const helper = readMaps(task.pid);
-  const vmas = task.image.record!.vmas;
-  const start = findGap([...helper, ...vmas], REGION_SIZE);
+  const start = findGap([...helper, ...occupied(ctx, task)], REGION_SIZE);
   const b = ctx.batch(task);
   const flags = MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE;
   b.call('mmap(region)', SYS.mmap, [start, REGION_SIZE, PROT.READ | PROT.WRITE | PROT.EXEC, flags, -1, 0]);
@@ -267,7 +276,8 @@ export async function clearHelper(ctx: RestoreContext, task: ProcTask, helper: V
   }
   // Parked first: a destination may overlap where another special sits now.
   const total = specials.reduce((n, m) => n + m.end - m.start, 0);
-  let park = findGap([...helper, ...vmas, { start: task.region!.start, end: task.region!.start + REGION_SIZE }], total);
+  const region = { start: task.region!.start, end: task.region!.start + REGION_SIZE };
+  let park = findGap([...helper, ...occupied(ctx, task), region], total);
   const parked: Array<{ kind: string; at: number; size: number }> = [];
   for (const m of specials) {
     const size = m.end - m.start;
@@ -299,6 +309,7 @@ export async function createShmem(ctx: RestoreContext, task: ProcTask, files: No
   let bytes = 0;
   const ids = [...new Set(task.image.record!.vmas.flatMap((v) => (v.content === 'shmem' && v.shmem ? [v.shmem] : [])))];
   for (const id of ids) {
+    if (ctx.sysv.has(id)) continue; // made and filled before the tree (fillSysv)
     if (files.shmemFd(id) !== undefined) continue;
     const rec = ctx.img.shmem.get(id)!;
     const size = rec.size;
@@ -325,44 +336,9 @@ export async function createShmem(ctx: RestoreContext, task: ProcTask, files: No
       b.call(`munmap(shared object ${id})`, SYS.munmap, [at, size]);
       await b.run();
     }
-    if (ctx.lazyShmem.has(id)) continue;
-    const fd = files.shmemFd(id)!;
-    for await (const w of ctx.store.pages(ctx.img.id, shmemMmId(id))) {
-      forEachDataRun(w, (addr, data) => {
-        for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done, addr + done);
-        bytes += data.length;
-      });
-    }
+    if (!ctx.lazyShmem.has(id)) bytes += await writeObject(ctx, id, files.shmemFd(id)!);
   }
   return bytes;
-}
-
-/** Calls fn for every run of consecutive pages with data in a window. */
-function forEachDataRun(
-  w: { address: number; bitmap: number; data: Buffer },
-  fn: (address: number, data: Buffer) => void,
-  filter: (address: number) => boolean = () => true,
-): void {
-  let k = 0;
-  let runStart = -1;
-  let runData = 0;
-  const flush = (): void => {
-    if (runStart >= 0) fn(runStart, w.data.subarray(runData * PAGE, k * PAGE));
-    runStart = -1;
-  };
-  for (let i = 0; i < 16; i++) {
-    const addr = w.address + i * PAGE;
-    if (w.bitmap & (1 << i)) {
-      if (filter(addr)) {
-        if (runStart < 0) {
-          runStart = addr;
-          runData = k;
-        }
-      } else flush();
-      k++;
-    } else flush();
-  }
-  flush();
 }
 
 function mapFlags(v: VmaRecord): number {
@@ -377,10 +353,17 @@ function mapFlags(v: VmaRecord): number {
 }
 
 /**
- * Maps every VMA of the image (not the specials, already in place). File and shared-object mappings take their fd
- * with pidfd_getfd from the task's pidfd for the restoring process, one per object, closed again at the end.
+ * Maps every VMA of the image (not the specials, already in place). System V attaches come first (attachSysv);
+ * file and other shared-object mappings take their fd with pidfd_getfd from the task's pidfd for the restoring
+ * process, one per object, closed again at the end.
  */
-export function mapVmas(b: Batch, task: ProcTask, files: NodeFiles, restorerPidfd: Arg): void {
+export function mapVmas(
+  b: Batch,
+  task: ProcTask,
+  files: NodeFiles,
+  restorerPidfd: Arg,
+  sysv: Map<string, SysvSegmentPlan>,
+): void {
   const fds = new Map<number, Ref>();
   const fdOf = (nodeFd: number): Ref => {
     let ref = fds.get(nodeFd);
@@ -390,13 +373,14 @@ export function mapVmas(b: Batch, task: ProcTask, files: NodeFiles, restorerPidf
     }
     return ref;
   };
+  attachSysv(b, task.image.record!.vmas, sysv);
   for (const v of task.image.record!.vmas) {
     if (SPECIALS.has(v.content)) continue;
     const len = v.end - v.start;
     const what = `mmap(${hexRange(v)}${v.file ? ' ' + v.file.path : ''})`;
     if (v.content === 'anon') {
       b.call(what, SYS.mmap, [v.start, len, v.prot, mapFlags(v), -1, 0]);
-    } else {
+    } else if (!isSysvVma(v, sysv)) {
       const nodeFd = v.content === 'shmem' ? files.shmemFd(v.shmem!)! : files.mappingFd(v);
       b.call(what, SYS.mmap, [v.start, len, v.prot, mapFlags(v), fdOf(nodeFd), v.offset]);
     }

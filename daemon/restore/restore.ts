@@ -8,6 +8,7 @@
  *     state (threads.ts), its uffd handed to the page service (lazy.ts), credentials (creds.ts), pending signals,
  *     and the last step: our region unmapped, the dumped registers and masks set;
  *  4. every task released in one request; the root is reaped by this process when it exits.
+ * System V segments the tree had attached are recreated first, unless they still exist (sysv.ts).
  * Any failure kills whatever was created (the helpers are traced with PTRACE_O_EXITKILL as well, so a crash of
  * this process kills them too), releases the uffds, and reports an error with a stable code.
  */
@@ -39,6 +40,7 @@ import { checkProcesses, fdsAbove, openRestorerPidfd, restoreProcessState } from
 import { restoreCreds } from './creds.js';
 import { createThreads, finishProcess, queuePending, restoreThreadState } from './threads.js';
 import { createTree, prepareZombie, spawnRoot } from './tree.js';
+import { createSysv, fillSysv, planSysv, removeCreated, removeDumpedRemoved } from './sysv.js';
 import { SIGKILL, SIGSTOP } from './sys.js';
 
 export interface RestoreOptions {
@@ -121,7 +123,7 @@ async function buildProcess(
   const shmemBytes = await createShmem(ctx, task, files);
   const b = ctx.batch(task);
   const pidfd = openRestorerPidfd(b, fdsAbove(rec));
-  mapVmas(b, task, files, pidfd);
+  mapVmas(b, task, files, pidfd, ctx.sysv);
   task.restorerPidfd = Number((await b.run())[pidfd.index]);
   phases.mark('layout');
   const bytes = shmemBytes + (await writeContents(ctx, task));
@@ -185,6 +187,7 @@ async function abort(ctx: RestoreContext, lazy: LazySession | null, files: NodeF
   // A leader's exit is reported once its other threads are reaped; children go before their parents.
   for (const t of tasks) for (const tid of [...t.tids.slice(1), t.pid]) await waitGone(ctx, tid);
   await ctx.tracer.close();
+  removeCreated(ctx.sysvCreated);
   files.closeAll();
   for (const t of tasks) closeMem(t.memFd);
   // Processes whose parent died before them are reaped by init: wait until every pid is really free.
@@ -221,6 +224,8 @@ export async function restoreImage(
   checkIdsFree(img);
   checkHugePages(img);
   if (!eager) checkLazySupported();
+  const sysvNotes: string[] = [];
+  const sysv = planSysv(img, eager, sysvNotes);
   phases.mark('load');
   const files = new NodeFiles();
   try {
@@ -232,6 +237,8 @@ export async function restoreImage(
   phases.mark('files');
   const tracer = Tracer.open();
   const ctx = new RestoreContext(store, img, tracer, { eager });
+  ctx.sysv = sysv;
+  ctx.notes.push(...sysvNotes);
   const offered = eager ? 0 : native.uffdProbe().features;
   ctx.lazyShmem = planLazyShmem(img, eager, offered, ctx.notes);
   ctx.lazyHuge = planLazyHuge(img, eager, offered, ctx.notes);
@@ -239,6 +246,8 @@ export async function restoreImage(
   let eagerBytes = 0;
   let fatal: (e: unknown) => void = () => undefined;
   try {
+    createSysv(ctx.sysv, ctx.sysvCreated);
+    eagerBytes += await fillSysv(ctx);
     await spawnRoot(ctx);
     await createTree(ctx);
     phases.mark('tree');
@@ -259,6 +268,7 @@ export async function restoreImage(
       if (task.image.zombie) await prepareZombie(ctx, task);
       else eagerBytes += await buildProcess(ctx, task, files, lazy, phases);
     }
+    removeDumpedRemoved(ctx.sysv);
     // The store failed to give a page the kernel needed meanwhile: the tree must not run on missing memory.
     if (lazy?.failure) throw asRestoreError(lazy.failure, name);
     const tids: number[] = [];

@@ -7,6 +7,7 @@ import { SYS as BASE } from '../regs.js';
 export const SYS = {
   ...BASE,
   mremap: 25,
+  shmat: 30,
   setfsuid: 122,
   setfsgid: 123,
   chroot: 161,
@@ -100,3 +101,6 @@ export const SS_DISABLE = 2;
 export const SS_AUTODISARM = 1 << 31;
 export const RLIMIT_CORE = 4;
 export const CAP_LAST = 40;
+
+/** shmat(2) flags. */
+export const SHM_RDONLY = 0o10000;

@@ -17,6 +17,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lazyrestore::InitRestore(env, exports);
   lazyrestore::InitCustody(env, exports);
   lazyrestore::InitMemfd(env, exports);
+  lazyrestore::InitSysvShm(env, exports);
   return exports;
 }
 

@@ -15,5 +15,6 @@ void InitPtraceState(Napi::Env env, Napi::Object exports);  // ptrace_state.cc
 void InitRestore(Napi::Env env, Napi::Object exports);      // restore.cc
 void InitCustody(Napi::Env env, Napi::Object exports);      // custody.cc
 void InitMemfd(Napi::Env env, Napi::Object exports);        // memfd.cc
+void InitSysvShm(Napi::Env env, Napi::Object exports);      // sysv_shm.cc
 
 }  // namespace lazyrestore

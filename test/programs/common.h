@@ -1,11 +1,13 @@
 /* Shared helpers for the C workload programs: deterministic page patterns
  * that a program can write before a dump and verify after a restore. */
 #pragma once
+#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The 64-bit word at byte offset `off` of the page at `addr`, for a pattern
@@ -52,4 +54,32 @@ static inline void lr_say(const char *fmt, ...) {
   va_end(ap);
   if (n < 0 || n >= (int)sizeof line) _exit(97);
   if (write(1, line, (size_t)n) != n) _exit(98);
+}
+
+/* Sleeps `ms` milliseconds, through signals. */
+static inline void lr_nap(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+/* Waits until another process of the tree sets `*flag` (a word of shared memory). */
+static inline void lr_wait_flag(volatile uint64_t *flag) {
+  while (*flag == 0) lr_nap(1);
+}
+
+/* A 4 KiB page of a shared object holds the pattern of `seed` relative to the object (its offset
+ * `off` in it, not an address, which differs between mappings), or zero. */
+static inline void lr_fill_object_page(unsigned char *page, uint64_t seed, size_t off) {
+  for (size_t w = 0; w < 4096 / 8; w++)
+    ((uint64_t *)page)[w] = lr_pattern_word(seed, 0, off + w * 8);
+}
+
+static inline int lr_check_object_page(const unsigned char *page, uint64_t seed, size_t off,
+                                       int zero) {
+  for (size_t w = 0; w < 4096 / 8; w++) {
+    uint64_t want = zero ? 0 : lr_pattern_word(seed, 0, off + w * 8);
+    if (((const uint64_t *)page)[w] != want) return 0;
+  }
+  return 1;
 }

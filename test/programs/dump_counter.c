@@ -86,9 +86,10 @@ int main(int argc, char **argv) {
     close(fd);
     mem[0] = 1;
   }
-  if (argc > 1 && strcmp(argv[1], "sysv") == 0) {
-    /* System V shared memory, removed at once: it lives while attached. */
-    int id = shmget(IPC_PRIVATE, 4 * PAGE, IPC_CREAT | 0600);
+  if (argc > 1 && strcmp(argv[1], "sysvhuge") == 0) {
+    /* System V shared memory in one 2 MiB huge page (SHM_HUGETLB), removed at once: it lives while
+     * attached. */
+    int id = shmget(IPC_PRIVATE, 2 << 20, IPC_CREAT | SHM_HUGETLB | 0600);
     if (id < 0) LR_DIE("shmget failed");
     mem = shmat(id, NULL, 0);
     if (mem == (void *)-1) LR_DIE("shmat failed");

@@ -36,31 +36,6 @@
 
 static char role[16] = "parent";
 
-static void nap(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
-
-static void wait_flag(volatile uint64_t *flag) {
-  while (*flag == 0) nap(1);
-}
-
-/* What a page of an object must hold: the pattern of `seed` relative to the object (not to an
- * address, which differs between mappings), or zero. */
-static void fill_page(unsigned char *page, uint64_t seed, size_t off) {
-  for (size_t w = 0; w < PAGE / 8; w++)
-    ((uint64_t *)page)[w] = lr_pattern_word(seed, 0, off + w * 8);
-}
-
-static int check_page(const unsigned char *page, uint64_t seed, size_t off, int zero) {
-  for (size_t w = 0; w < PAGE / 8; w++) {
-    uint64_t want = zero ? 0 : lr_pattern_word(seed, 0, off + w * 8);
-    if (((const uint64_t *)page)[w] != want) return 0;
-  }
-  return 1;
-}
-
 int main(int argc, char **argv) {
   if (argc != 3 && argc != 4) LR_DIE("usage: restore_shmem SIZE_MIB GOFILE [events]");
   const size_t len = (size_t)atol(argv[1]) * MIB;
@@ -73,8 +48,8 @@ int main(int argc, char **argv) {
   unsigned char *mfd = mmap(NULL, MEMFD_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (mfd == MAP_FAILED) LR_DIE("mmap memfd failed");
   close(fd); /* the mapping keeps the object */
-  for (size_t off = 0; off < len; off += PAGE) fill_page(anon + off, SEED_ANON, off);
-  for (size_t off = 0; off < CTL_OFF; off += PAGE) fill_page(mfd + off, SEED_MEMFD, off);
+  for (size_t off = 0; off < len; off += PAGE) lr_fill_object_page(anon + off, SEED_ANON, off);
+  for (size_t off = 0; off < CTL_OFF; off += PAGE) lr_fill_object_page(mfd + off, SEED_MEMFD, off);
   /* Zero pages: restored as zero, never as data. */
   memset(anon + len / 2, 0, 3 * PAGE);
   memset(mfd + MIB, 0, 2 * PAGE);
@@ -98,7 +73,7 @@ int main(int argc, char **argv) {
   }
   if (me == 0) lr_say("READY %ld %ld %ld\n", (long)getpid(), (long)kids[0], (long)kids[1]);
   struct stat st;
-  while (stat(argv[2], &st) != 0) nap(10);
+  while (stat(argv[2], &st) != 0) lr_nap(10);
 
   if (me == 0 && forkremove) {
     pid_t c = fork();
@@ -111,33 +86,33 @@ int main(int argc, char **argv) {
       if (madvise(anon + dropped, MIB, MADV_DONTNEED) != 0)
         LR_DIE("MADV_DONTNEED: %s", strerror(errno));
     }
-    fill_page(anon + mark0, SEED_MARK, mark0);
+    lr_fill_object_page(anon + mark0, SEED_MARK, mark0);
     ctl[0] = 1;
   } else if (me == 1) {
-    wait_flag(&ctl[0]);
-    fill_page(mfd + mark1, SEED_MARK, mark1);
+    lr_wait_flag(&ctl[0]);
+    lr_fill_object_page(mfd + mark1, SEED_MARK, mark1);
     if (events && munmap(anon + unmapped, MIB) != 0) LR_DIE("munmap: %s", strerror(errno));
     ctl[1] = 1;
   } else {
-    wait_flag(&ctl[1]);
-    fill_page(anon + mark2, SEED_MARK, mark2);
+    lr_wait_flag(&ctl[1]);
+    lr_fill_object_page(anon + mark2, SEED_MARK, mark2);
     ctl[2] = 1;
   }
-  wait_flag(&ctl[2]);
+  lr_wait_flag(&ctl[2]);
 
   for (size_t off = 0; off < len; off += PAGE) {
     if (events && me == 1 && off >= unmapped) break;
     int zero =
         (off >= len / 2 && off < len / 2 + 3 * PAGE) || (events && off >= hole && off < hole + MIB);
     uint64_t seed = off == mark0 || off == mark2 ? SEED_MARK : SEED_ANON;
-    if (!check_page(anon + off, seed, off, zero)) {
+    if (!lr_check_object_page(anon + off, seed, off, zero)) {
       lr_say("VERIFY FAIL %s anon 0x%lx\n", role, (unsigned long)off);
       return 1;
     }
   }
   for (size_t off = 0; off < CTL_OFF; off += PAGE) {
     int zero = off >= MIB && off < MIB + 2 * PAGE;
-    if (!check_page(mfd + off, off == mark1 ? SEED_MARK : SEED_MEMFD, off, zero)) {
+    if (!lr_check_object_page(mfd + off, off == mark1 ? SEED_MARK : SEED_MEMFD, off, zero)) {
       lr_say("VERIFY FAIL %s memfd 0x%lx\n", role, (unsigned long)off);
       return 1;
     }
