@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,6 +81,34 @@ static inline int lr_check_object_page(const unsigned char *page, uint64_t seed,
   for (size_t w = 0; w < 4096 / 8; w++) {
     uint64_t want = zero ? 0 : lr_pattern_word(seed, 0, off + w * 8);
     if (((const uint64_t *)page)[w] != want) return 0;
+  }
+  return 1;
+}
+
+/* A parent and two children sharing memory: forks the children (their pids in kids[]) and returns
+ * who this process is, 0 for the parent, 1 or 2 for a child; `role` becomes "child<n>" in a child
+ * (left as it is in the parent). */
+static inline int lr_fork_two(pid_t kids[2], char *role, size_t role_size) {
+  for (int i = 0; i < 2; i++) {
+    kids[i] = fork();
+    if (kids[i] < 0) LR_DIE("fork failed");
+    if (kids[i] == 0) {
+      snprintf(role, role_size, "child%d", i + 1);
+      return i + 1;
+    }
+  }
+  return 0;
+}
+
+/* In the parent of lr_fork_two: waits for both children; 1 when both exited with 0, else prints
+ * "CHILD FAIL <n> <status>" and returns 0. */
+static inline int lr_wait_two(const pid_t kids[2]) {
+  for (int i = 0; i < 2; i++) {
+    int status = 0;
+    if (waitpid(kids[i], &status, 0) != kids[i] || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      lr_say("CHILD FAIL %d %d\n", i + 1, status);
+      return 0;
+    }
   }
   return 1;
 }

@@ -60,17 +60,8 @@ int main(int argc, char **argv) {
   const size_t mark0 = 5 * PAGE, mark1 = 7 * PAGE, mark2 = len / 4;
   const size_t hole = len - 3 * MIB, dropped = len - 2 * MIB, unmapped = len - MIB;
 
-  pid_t kids[2] = {-1, -1};
-  int me = 0; /* 0 parent, 1, 2 children */
-  for (int i = 0; i < 2; i++) {
-    kids[i] = fork();
-    if (kids[i] < 0) LR_DIE("fork failed");
-    if (kids[i] == 0) {
-      me = i + 1;
-      snprintf(role, sizeof role, "child%d", me);
-      break;
-    }
-  }
+  pid_t kids[2];
+  int me = lr_fork_two(kids, role, sizeof role); /* 0 parent, 1, 2 children */
   if (me == 0) lr_say("READY %ld %ld %ld\n", (long)getpid(), (long)kids[0], (long)kids[1]);
   struct stat st;
   while (stat(argv[2], &st) != 0) lr_nap(10);
@@ -119,13 +110,7 @@ int main(int argc, char **argv) {
   }
   lr_say("VERIFY OK %s\n", role);
   if (me != 0) return 0;
-  for (int i = 0; i < 2; i++) {
-    int status = 0;
-    if (waitpid(kids[i], &status, 0) != kids[i] || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      lr_say("CHILD FAIL %d %d\n", i + 1, status);
-      return 1;
-    }
-  }
+  if (!lr_wait_two(kids)) return 1;
   lr_say("ALL OK\n");
   return 0;
 }

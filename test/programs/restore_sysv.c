@@ -110,18 +110,9 @@ int main(int argc, char **argv) {
   volatile uint64_t *ctl = (volatile uint64_t *)(a + CTL_OFF);
   const size_t mark0 = 5 * PAGE, mark1 = 7 * PAGE, mark2 = 9 * MIB;
 
-  pid_t kids[2] = {-1, -1};
-  int me = 0;
-  for (int i = 0; i < 2; i++) {
-    kids[i] = fork();
-    if (kids[i] < 0) LR_DIE("fork failed");
-    if (kids[i] == 0) {
-      me = i + 1;
-      snprintf(role, sizeof role, "child%d", me);
-      break;
-    }
-  }
-  unsigned char *again = NULL; /* child 2's second, read-only attach */
+  pid_t kids[2];
+  int me = lr_fork_two(kids, role, sizeof role); /* 0 parent, 1, 2 children */
+  unsigned char *again = NULL;                   /* child 2's second, read-only attach */
   if (me == 2 && (again = shmat(ida, NULL, SHM_RDONLY)) == (void *)-1)
     LR_DIE("shmat: %s", strerror(errno));
   if (me == 2) {
@@ -155,13 +146,7 @@ int main(int argc, char **argv) {
   if (shmget(key, 0, 0) != ida) lr_say("KEY FAIL\n");
   if (shmctl(idb, IPC_STAT, &ds) != 0 || (ds.shm_perm.mode & SHM_DEST) == 0)
     lr_say("REMOVED FAIL\n");
-  for (int i = 0; i < 2; i++) {
-    int status = 0;
-    if (waitpid(kids[i], &status, 0) != kids[i] || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      lr_say("CHILD FAIL %d %d\n", i + 1, status);
-      return 1;
-    }
-  }
+  if (!lr_wait_two(kids)) return 1;
   lr_say("ALL OK\n");
   return 0;
 }
