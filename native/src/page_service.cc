@@ -404,8 +404,6 @@ Napi::Value PageServiceAddLazyRange(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(info.Env(),
                                 "unit must be a power of two that start, len and origin are "
                                 "multiples of");
-  if (unit > kPageSize && object != 0)
-    throw Napi::RangeError::New(info.Env(), "a shared object range cannot have huge pages");
   if (object != 0 &&
       (object > UINT32_MAX || !b.service->IssuedObject(static_cast<uint32_t>(object))))
     throw Napi::RangeError::New(info.Env(), "unknown shared object " + std::to_string(object));

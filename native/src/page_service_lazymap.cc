@@ -284,6 +284,27 @@ uint64_t LazyMap::SharedLazyIn(uint64_t a, uint64_t b) const {
   return n;
 }
 
+bool LazyMap::PartialLazyUnit(uint64_t a, uint64_t b) const {
+  a = AlignDown(a);
+  b = AlignUp(b);
+  auto it = ranges_.upper_bound(a);
+  if (it != ranges_.begin() && std::prev(it)->second.end > a) --it;
+  for (; it != ranges_.end() && it->first < b; ++it) {
+    const LazyRange& r = it->second;
+    if (!r.shared || r.unit <= kPageSize) continue;
+    // The huge pages holding each end of [a, b) within the range, when the
+    // end is not on a huge page boundary.
+    for (uint64_t edge : {std::max(a, r.start), std::min(b, r.end)}) {
+      const uint64_t off = edge - r.start;
+      if (off % r.unit == 0) continue;
+      const uint64_t lo = r.start + off / r.unit * r.unit;
+      ObjectSpan s = SpanOf(r, lo, std::min(r.end, lo + r.unit));
+      if (r.shared->pages.CountSet(s.i, s.j) > 0) return true;
+    }
+  }
+  return false;
+}
+
 uint64_t LazyMap::Punch(uint64_t a, uint64_t b) {
   a = AlignDown(a);
   b = AlignUp(b);

@@ -108,6 +108,9 @@ class LazyMap {
   uint64_t Remove(uint64_t a, uint64_t b);
   // Lazy pages of shared objects within the shared ranges in [a, b).
   uint64_t SharedLazyIn(uint64_t a, uint64_t b) const;
+  // Whether [a, b) covers only part of a huge page of a shared hugetlb range
+  // whose pages are still lazy (a partial punch the lazy state cannot hold).
+  bool PartialLazyUnit(uint64_t a, uint64_t b) const;
   // A hole punched (MADV_REMOVE) through the shared ranges in [a, b): those
   // object pages read as zero from now on, for every task mapping them.
   uint64_t Punch(uint64_t a, uint64_t b);

@@ -528,6 +528,15 @@ void Service::OnRemove(Task* t, uint64_t a, uint64_t b) {
   if (t->lazy.SharedLazyIn(a, b) == 0) return;
   for (const Madvise& m : t->madvises) {
     if (m.start > a || b > m.end) continue;
+    if (m.advice == MADV_REMOVE && t->lazy.PartialLazyUnit(a, b)) {
+      // hugetlbfs punches a hole in whole huge pages and zeroes the rest of
+      // a partly covered one only if it is in the page cache: a lazy huge
+      // page would have to get its image data with that part zero.
+      return Fail(t, EPROTO, "read",
+                  "(UFFD_EVENT_REMOVE of " + Hex(a) + "-" + Hex(b) +
+                      ": MADV_REMOVE of part of a huge page of a shared object that is still lazy)",
+                  true);
+    }
     if (m.advice == MADV_REMOVE) {
       t->lazy.Punch(a, b);
       shared_changed_ = true;
@@ -673,21 +682,27 @@ void Service::Resolve(Task* t, const Retry& rq, const IoResult& r, bool lazy_pag
 // zero huge page). The page's data may sit in several extents of the source
 // (the store feeds it in windows): it is gathered into one buffer first, and
 // the fault waits, with one `need` for the whole huge page, until all of it
-// is in memory.
+// is in memory. A mapping of a shared hugetlb object is served the same way
+// from the object's source: a missing fault there means the huge page is
+// absent from the object's page cache, and UFFDIO_COPY places it there for
+// every mapping (userfaultfd(2); verified on 6.18: another mapping then reads
+// it without a fault, and a copy through it fails with EEXIST).
 void Service::OnHugeFault(Task* t, uint64_t base, uint64_t unit, bool write, bool need_sent) {
   const Retry rq{t->id, base, write, need_sent};
   const uint64_t pages = unit / kPageSize;
   uint64_t origin = 0;
-  if (!t->lazy.IsLazy(base, &origin)) {
+  const SharedObject* shared = nullptr;
+  if (!t->lazy.IsLazy(base, &origin, &shared)) {
     return Resolve(t, rq, Copy(t, base, ZeroHuge(unit), unit), false, false, pages);
   }
-  if (!Assemble(*t->source, origin, unit)) {
+  const PageSource& source = shared != nullptr ? *shared->source : *t->source;
+  if (!Assemble(source, origin, unit)) {
     for (const Parked& p : t->parked) {
       if (p.page == base) return;
     }
     t->parked.push_back(Parked{base, write});
     if (need_sent) return;
-    ServiceEvent e(EventType::kNeed, t->id, base, origin, t->source->id());
+    ServiceEvent e(EventType::kNeed, t->id, base, origin, source.id());
     e.len = unit;
     e.write = write;
     pending_.push_back(std::move(e));
@@ -879,7 +894,7 @@ bool Service::FindBackgroundRun(Task* t, LazyMap::Hit* hit, PageSource::Lookup* 
       // A huge page is copyable only once all of it is in memory.
       const uint64_t base = hit->page & ~(unit - 1);
       const uint64_t origin = hit->origin - (hit->page - base);
-      if (Assemble(*t->source, origin, unit)) {
+      if (Assemble(hit->shared != nullptr ? *hit->shared->source : *t->source, origin, unit)) {
         hit->page = base;
         hit->origin = origin;
         src->kind = PageSource::Kind::kData;
@@ -953,9 +968,17 @@ void Service::CopyHuge(Task* t, const LazyMap::Hit& hit, uint64_t unit) {
       t->copied.Add(pages);
       [[fallthrough]];
     case Outcome::kExists:
-    case Outcome::kNoVma:
-      // Present already (a fault won), or no VMA any more: nothing to copy.
+      // Placed, or present already (a fault won; in a shared object, the
+      // huge page is in its page cache): filled for every mapping.
+      if (hit.shared != nullptr) shared_changed_ = true;
       t->lazy.Done(hit.page, pages);
+      t->cursor = hit.page + unit;
+      Touch(t);
+      return;
+    case Outcome::kNoVma:
+      // No VMA any more: forget the range for this task only (in a shared
+      // range the object's bits stay, for the other tasks mapping it).
+      t->lazy.Drop(hit.page, hit.page + unit);
       t->cursor = hit.page + unit;
       Touch(t);
       return;
