@@ -1,7 +1,7 @@
 /**
  * Lazy restore of hugetlb memory (UFFD_FEATURE_MISSING_HUGETLBFS): a program with 16 MiB of private MAP_HUGETLB
  * memory in 2 MiB pages is dumped and restored lazily, its huge pages copied whole, and verifies them itself; with
- * MADV_DONTNEED and munmap of lazy huge pages too; and a host without free huge pages refuses the restore before
+ * MADV_DONTNEED and munmap of lazy huge pages too; the same memory mapped shared is a shared object; and a host without free huge pages refuses the restore before
  * anything runs. The test reserves the huge pages through /proc/sys/vm/nr_hugepages and puts the previous value
  * back afterwards; it skips, saying why, when it cannot get them.
  */
@@ -66,13 +66,13 @@ after(async () => {
 
 async function dumpHuge(
   name: string,
-  events: boolean | 'fork',
+  events: boolean | 'fork' | 'shared',
 ): Promise<{ w: Workload; pid: number; go: string; size: number }> {
   const go = join(tmp.path, `go-${name}`);
   const w = new Workload(join(tmp.path, `${name}.txt`), 'restore_huge', [
     String(MIB),
     go,
-    ...(events === 'fork' ? ['fork'] : events ? ['events'] : []),
+    ...(typeof events === 'string' ? [events] : events ? ['events'] : []),
   ]);
   await w.started();
   const pid = Number((await w.waitOutput(/^READY (\d+)$/m))[1]);
@@ -182,25 +182,25 @@ test('a restored task that forks while its huge pages are lazy gives the child t
   }
 });
 
-test('shared hugetlb memory is refused at dump, naming it', async (t) => {
+test('shared hugetlb memory of one process is dumped as a shared object and restored lazily', async (t) => {
   if (skip) return t.skip(skip);
-  const w = new Workload(join(tmp.path, 'huge-shared.txt'), 'restore_huge', [
-    String(MIB),
-    join(tmp.path, 'go-huge-shared'),
-    'shared',
-  ]);
+  const { w, pid, go } = await dumpHuge('huge-shared', 'shared');
   try {
-    await w.started();
-    const pid = Number((await w.waitOutput(/^READY (\d+)$/m))[1]);
-    await assert.rejects(dump(store, pid, { name: 'huge-shared' }), (e: unknown) => {
-      assert.ok(isLazyRestoreError(e));
-      assert.equal(e.code, 'UNSUPPORTED_MAPPING');
-      assert.match(e.message, /is shared hugetlb memory \(MAP_SHARED\|MAP_HUGETLB\), which restore does not recreate/);
-      return true;
-    });
-    assert.ok(existsSync(`/proc/${pid}`), 'the refused process runs on');
+    const img = await store.loadImage('huge-shared');
+    const rec = img.meta.get(`process/${pid}`) as ProcessRecord;
+    const vma = rec.vmas.find((v) => v.hugePageSize !== undefined)!;
+    assert.equal(vma.content, 'shmem');
+    assert.ok(img.meta.has(`shmem/${vma.shmem}`), 'the object has its record');
+    writeFileSync(go, '');
+    const tree = await restoreImage(store, 'huge-shared');
+    const exit = await keepAlive(tree.exited);
+    const done = await keepAlive(tree.complete);
+    assert.deepEqual(exit, { pid, kind: 'exited', status: 0 }, w.output());
+    assert.match(w.output(), /^HUGE OK$/m);
+    assert.deepEqual(done.errors, []);
   } finally {
     w.kill();
+    killAll([pid]);
   }
 });
 

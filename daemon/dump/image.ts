@@ -97,7 +97,8 @@ export interface VmaRecord {
   vmFlags: string[];
   /** [anon:<name>] set with PR_SET_VMA_ANON_NAME, else absent. */
   anonName?: string;
-  /** Private anonymous hugetlb memory (MAP_HUGETLB): its huge page size in bytes (2 MiB); absent otherwise. */
+  /** Hugetlb memory (private anonymous MAP_HUGETLB memory, or a mapping of a shared hugetlb object): its huge page
+   *  size in bytes (2 MiB); absent otherwise. */
   hugePageSize?: number;
 }
 
@@ -195,6 +196,9 @@ export interface ShmemRecord {
   seals?: number;
   /** sysv only: the segment as /proc/sysvipc/shm showed it. */
   sysv?: SysvShmRecord;
+  /** A hugetlbfs object (MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB memory, an MFD_HUGETLB memfd): its huge page size in
+   *  bytes (2 MiB); absent for shmem. */
+  hugePageSize?: number;
 }
 
 /** A System V shared memory segment the tree had attached. */

@@ -49,6 +49,8 @@ export interface ShmemRef {
   name?: string;
   seals?: number;
   sysv?: SysvShmRecord;
+  /** A hugetlbfs object (MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB, MFD_HUGETLB): its huge page size. */
+  hugePageSize?: number;
   /** Pages of the object this process has mapped (smaps Rss + Swap of the VMA): a lower bound of its use. */
   mappedPages: number;
   pid: number;
@@ -58,9 +60,10 @@ export interface ShmemRef {
 
 /** The image record of a shared object. */
 export function shmemRecord(s: ShmemRef): ShmemRecord {
-  if (s.kind === 'memfd') return { id: s.id, size: s.size, kind: s.kind, name: s.name, seals: s.seals };
+  const huge = s.hugePageSize !== undefined ? { hugePageSize: s.hugePageSize } : {};
+  if (s.kind === 'memfd') return { id: s.id, size: s.size, kind: s.kind, name: s.name, seals: s.seals, ...huge };
   if (s.kind === 'sysv') return { id: s.id, size: s.size, kind: s.kind, sysv: s.sysv };
-  return { id: s.id, size: s.size };
+  return { id: s.id, size: s.size, ...huge };
 }
 
 export interface MemoryPlan {
@@ -167,7 +170,7 @@ function planSysv(pid: number, v: SmapsVma): VmaPlan {
   return { record: { ...baseRecord(v, 'shmem'), shmem: id }, shmem };
 }
 
-function planShmem(pid: number, v: SmapsVma): VmaPlan {
+function planShmem(pid: number, v: SmapsVma, hugePageSize?: number): VmaPlan {
   if (SYSV_NAME.test(v.path)) return planSysv(pid, v);
   const path = mapFilesPath(pid, v);
   const memfd = v.kind === 'memfd';
@@ -195,29 +198,45 @@ function planShmem(pid: number, v: SmapsVma): VmaPlan {
   const shmem: ShmemRef = memfd
     ? { id, size: Number(st.size), kind: 'memfd', name: v.path.slice('/memfd:'.length), seals, mappedPages, pid, path }
     : { id, size: Number(st.size), kind: 'anon', mappedPages, pid, path };
+  if (hugePageSize !== undefined) return hugeShmem({ record: { ...baseRecord(v, 'shmem'), shmem: id }, shmem }, v);
   return { record: { ...baseRecord(v, 'shmem'), shmem: id }, shmem };
+}
+
+/** A shared hugetlb object: its huge page size on the object and the mapping, and what smaps counts of it
+ *  (hugetlb pages are not in Rss). */
+function hugeShmem(p: { record: VmaRecord; shmem: ShmemRef }, v: SmapsVma): VmaPlan {
+  const size = v.sizes.KernelPageSize;
+  p.shmem.hugePageSize = size;
+  p.shmem.mappedPages = (v.sizes.Shared_Hugetlb + v.sizes.Private_Hugetlb) / PAGE_SIZE;
+  p.record.hugePageSize = size;
+  p.record.kind = p.shmem.kind === 'memfd' ? 'memfd' : 'shmem';
+  p.record.vmFlags = p.record.vmFlags.filter((f) => f !== 'ht' && f !== 'de'); // implied by hugetlbfs
+  return p;
 }
 
 /** The one huge page size restore recreates (MAP_HUGE_2MB). */
 export const HUGE_PAGE_SIZE = 2 << 20;
 
 /**
- * Hugetlb memory: private anonymous MAP_HUGETLB memory (maps calls it "/anon_hugepage (deleted)") with 2 MiB
- * pages is dumped like private memory, whole huge pages at a time (pagemap reports each 4 KiB piece of a present
- * huge page present). Shared hugetlb memory and hugetlbfs files are refused, naming what they are.
+ * Hugetlb memory with 2 MiB pages: private anonymous MAP_HUGETLB memory (maps calls it "/anon_hugepage (deleted)")
+ * is dumped like private memory, whole huge pages at a time (pagemap reports each 4 KiB piece of a present huge
+ * page present); shared anonymous hugetlb memory and MFD_HUGETLB memfds mapped shared are shared objects, dumped
+ * once from their hugetlbfs file (read(2) works there, write(2) does not). Other hugetlbfs files, private
+ * mappings of a memfd and other huge page sizes are refused, naming what they are.
  */
-function planHugetlb(v: SmapsVma): VmaPlan {
+function planHugetlb(pid: number, v: SmapsVma): VmaPlan {
   const size = v.sizes.KernelPageSize;
   if (SYSV_NAME.test(v.path))
     return {
       problem: `is System V shared memory with huge pages (${v.path}, SHM_HUGETLB), which restore does not recreate`,
     };
-  if (!(v.deleted && v.path === '/anon_hugepage'))
+  const anon = v.deleted && v.path === '/anon_hugepage';
+  if (!anon && v.kind !== 'memfd')
     return { problem: `is a hugetlbfs file mapping (${v.path}), which restore does not recreate` };
-  if (v.shared)
-    return { problem: 'is shared hugetlb memory (MAP_SHARED|MAP_HUGETLB), which restore does not recreate' };
   if (size !== HUGE_PAGE_SIZE)
     return { problem: `is hugetlb memory with ${size >> 10} KiB pages; restore recreates only 2 MiB huge pages` };
+  if (v.shared) return planShmem(pid, v, size);
+  if (!anon) return { problem: `is a private mapping of a memfd (${v.path})` };
   const rec = { ...baseRecord(v, 'anon'), kind: 'anon', offset: 0, hugePageSize: size };
   rec.vmFlags = rec.vmFlags.filter((f) => f !== 'ht' && f !== 'de'); // implied by MAP_HUGETLB
   return { record: rec, runs: true, huge: true };
@@ -225,7 +244,7 @@ function planHugetlb(v: SmapsVma): VmaPlan {
 
 function planVma(pid: number, v: SmapsVma): VmaPlan {
   if (v.kind === 'vsyscall') return { skip: true }; // the kernel's fixed page; every process gets the same one
-  if (v.vmFlags.has('ht')) return planHugetlb(v);
+  if (v.vmFlags.has('ht')) return planHugetlb(pid, v);
   for (const [flag, what] of Object.entries(REFUSED_FLAGS)) {
     // The kernel's own special mappings ([vvar] is VM_IO|VM_PFNMAP) are recreated by the restorer, not copied.
     if (v.vmFlags.has(flag as VmFlag) && !SPECIAL_CONTENT[v.kind]) return { problem: `is ${what}` };

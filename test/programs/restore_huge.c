@@ -5,8 +5,8 @@
  * after GOFILE and before verifying: MADV_DONTNEED of huge page 2 (reads zero
  * afterwards) and munmap of huge page 3 (not verified). Prints "READY <pid>"
  * once filled. With "fork", it forks after GOFILE and the child verifies too
- * ("CHILD HUGE OK"). With "shared" the memory is MAP_SHARED (which a dump
- * refuses). Usage: restore_huge SIZE_MIB GOFILE [events|fork|shared] */
+ * ("CHILD HUGE OK"). With "shared" the memory is MAP_SHARED (a shared
+ * hugetlb object). Usage: restore_huge SIZE_MIB GOFILE [events|fork|shared] */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
