@@ -286,8 +286,9 @@ export class LazySession {
   /** Creates, negotiates and registers the uffd of `task`, and hands it to the page service. */
   async register(ctx: RestoreContext, task: ProcTask): Promise<void> {
     const vmas = task.image.record!.vmas.filter((v) => isLazyVma(v, ctx.lazyHuge));
-    const huge = vmas.some((v) => v.hugePageSize !== undefined);
     const shmemVmas = task.image.record!.vmas.filter((v) => isLazyShmemVma(v, ctx.lazyShmem));
+    const huge = [...vmas, ...shmemVmas].some((v) => v.hugePageSize !== undefined);
+    const shmem = shmemVmas.some((v) => v.hugePageSize === undefined);
     if (vmas.length === 0 && shmemVmas.length === 0) return;
     const b = ctx.batch(task);
     b.call('userfaultfd', SYS.userfaultfd, [UFFD_FLAGS]);
@@ -310,7 +311,7 @@ export class LazySession {
       // MISSING_SHMEM only when needed: a kernel without it still restores private memory lazily.
       const features =
         LAZY_FEATURES |
-        (shmemVmas.length > 0 ? UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM : 0) |
+        (shmem ? UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM : 0) |
         (huge ? UFFD_FEATURES.UFFD_FEATURE_MISSING_HUGETLBFS : 0);
       native.uffdApi(uffd, features);
       for (const v of [...vmas, ...shmemVmas])
@@ -333,7 +334,8 @@ export class LazySession {
     }
     for (const v of shmemVmas) {
       const obj = this.sharedObject(ctx, v.shmem!);
-      this.service.addLazyRange(id, v.start, v.end - v.start, v.offset, obj.object);
+      // A hugetlb object is filled a whole huge page at a time, as its private counterpart.
+      this.service.addLazyRange(id, v.start, v.end - v.start, v.offset, obj.object, v.hugePageSize ?? PAGE);
       pages += (v.end - v.start) / PAGE;
     }
     if (this.background) this.service.setBackground(id, true, this.chunkBytes);

@@ -11,7 +11,8 @@ import { ftruncateSync, openSync, readFileSync } from 'node:fs';
 import { native, UFFD_FEATURES } from '../../native/index.js';
 import { readMaps, type Vma } from '../proc/index.js';
 import { LazyRestoreError } from '../errors.js';
-import { mmIdOf, type MmRecord, type ThreadRecord, type VmaRecord } from '../dump/image.js';
+import { mmIdOf, type MmRecord, type ShmemRecord, type ThreadRecord, type VmaRecord } from '../dump/image.js';
+import { createHugeShmem } from './hugeshm.js';
 import type { ProcTask, RestoreContext } from './context.js';
 import { REGION_SIZE } from './context.js';
 import { writeMem, type Arg, type Batch, type Ref } from './inject.js';
@@ -88,26 +89,48 @@ function registrable(v: VmaRecord): boolean {
   return v.prot !== 0 && !v.vmFlags.includes('lo') && !v.vmFlags.includes('lf') && !v.vmFlags.includes('dp');
 }
 
+/** The uffd feature that lets a shared object's mappings be registered in missing mode: hugetlbfs objects fault
+ *  through UFFD_FEATURE_MISSING_HUGETLBFS, shmem ones through UFFD_FEATURE_MISSING_SHMEM. */
+export function shmemFeature(s: ShmemRecord): number {
+  return s.hugePageSize !== undefined
+    ? UFFD_FEATURES.UFFD_FEATURE_MISSING_HUGETLBFS
+    : UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM;
+}
+
+/** Notes the objects the kernel's userfaultfd cannot leave lazy, by kind; returns their ids. */
+function noteUnoffered(objects: ShmemRecord[], offered: number, notes: string[]): Set<string> {
+  const out = new Set<string>();
+  for (const [huge, what, feature] of [
+    [false, 'shared memory', 'UFFD_FEATURE_MISSING_SHMEM'],
+    [true, 'shared hugetlb memory', 'UFFD_FEATURE_MISSING_HUGETLBFS'],
+  ] as const) {
+    const list = objects.filter((s) => (s.hugePageSize !== undefined) === huge && (offered & shmemFeature(s)) === 0);
+    if (list.length === 0) continue;
+    for (const s of list) out.add(s.id);
+    const mib = list.reduce((n, s) => n + s.size, 0) / 2 ** 20;
+    notes.push(
+      `${what} (${list.length} object(s), ${mib.toFixed(1)} MiB) restored eagerly: this kernel's ` +
+        `userfaultfd lacks ${feature}`,
+    );
+  }
+  return out;
+}
+
 /**
- * Which shared objects a lazy restore leaves lazy: all of them when the kernel offers UFFD_FEATURE_MISSING_SHMEM,
- * except an object some process maps in a way that cannot be registered. Every mapping of a lazy object must be
- * registered: a task that touched an absent page through an unregistered mapping would put a zero page into the
- * object, for every task, in place of its data. The summary notes each object restored eagerly and why.
+ * Which shared objects a lazy restore leaves lazy: all of them whose kind the kernel's userfaultfd can register
+ * (see shmemFeature), except an object some process maps in a way that cannot be registered. Every mapping of a
+ * lazy object must be registered: a task that touched an absent page through an unregistered mapping would put a
+ * zero page into the object, for every task, in place of its data. The summary notes each object restored eagerly
+ * and why.
  */
 export function planLazyShmem(img: RestoreImage, eager: boolean, offered: number, notes: string[]): Set<string> {
   const lazy = new Set<string>();
   // System V segments never are (daemon/restore/sysv.ts says why).
   const objects = [...img.shmem.values()].filter((s) => s.kind !== 'sysv');
   if (eager || objects.length === 0) return lazy;
-  if ((offered & UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM) === 0) {
-    const mib = objects.reduce((n, s) => n + s.size, 0) / 2 ** 20;
-    notes.push(
-      `shared memory (${objects.length} object(s), ${mib.toFixed(1)} MiB) restored eagerly: this kernel's ` +
-        'userfaultfd lacks UFFD_FEATURE_MISSING_SHMEM',
-    );
-    return lazy;
-  }
+  const unoffered = noteUnoffered(objects, offered, notes);
   for (const { id } of objects) {
+    if (unoffered.has(id)) continue;
     const bad = img.processes.flatMap((p) =>
       (p.record?.vmas ?? []).filter((v) => v.shmem === id && !registrable(v)).map((v) => ({ pid: p.entry.pid, v })),
     );
@@ -165,13 +188,22 @@ export function availableHugePages(size: number): number {
  */
 export function checkHugePages(img: RestoreImage, available = availableHugePages): void {
   const need = new Map<number, { pages: number; where: string }>();
+  const add = (size: number, pages: number, where: string): void => {
+    const n = need.get(size) ?? { pages: 0, where };
+    n.pages += pages;
+    need.set(size, n);
+  };
   for (const p of img.processes) {
     for (const v of p.record?.vmas ?? []) {
-      if (v.hugePageSize === undefined) continue;
-      const n = need.get(v.hugePageSize) ?? { pages: 0, where: `process ${p.entry.pid} at ${hexRange(v)}` };
-      n.pages += (v.end - v.start) / v.hugePageSize;
-      need.set(v.hugePageSize, n);
+      // Mappings of a shared object share its reservation (counted below, once).
+      if (v.hugePageSize === undefined || v.content === 'shmem') continue;
+      add(v.hugePageSize, (v.end - v.start) / v.hugePageSize, `process ${p.entry.pid} at ${hexRange(v)}`);
     }
+  }
+  // A MAP_SHARED hugetlb mapping reserves the object's huge pages in its file, once for every mapping of it; the
+  // whole object, since its pages outside any mapping are restored too.
+  for (const s of img.shmem.values()) {
+    if (s.hugePageSize !== undefined) add(s.hugePageSize, Math.ceil(s.size / s.hugePageSize), `shared object ${s.id}`);
   }
   for (const [size, n] of need) {
     const have = available(size);
@@ -312,6 +344,10 @@ export async function createShmem(ctx: RestoreContext, task: ProcTask, files: No
     if (ctx.sysv.has(id)) continue; // made and filled before the tree (fillSysv)
     if (files.shmemFd(id) !== undefined) continue;
     const rec = ctx.img.shmem.get(id)!;
+    if (rec.hugePageSize !== undefined) {
+      bytes += await createHugeShmem(ctx, task, files, id);
+      continue;
+    }
     const size = rec.size;
     if (rec.kind === 'memfd') {
       const fd = native.memfdCreate(rec.name ?? '', rec.seals === 0 ? MFD_ALLOW_SEALING : 0);
@@ -346,7 +382,9 @@ function mapFlags(v: VmaRecord): number {
   if (v.vmFlags.includes('dp')) flags |= MAP.DROPPABLE;
   else flags |= v.shared ? MAP.SHARED : MAP.PRIVATE;
   if (v.content === 'anon') flags |= MAP.ANONYMOUS;
-  if (v.hugePageSize !== undefined) flags |= MAP.HUGETLB | (Math.log2(v.hugePageSize) << MAP_HUGE_SHIFT);
+  // A mapping of a hugetlb object gets its page size from the object's file.
+  if (v.hugePageSize !== undefined && v.content === 'anon')
+    flags |= MAP.HUGETLB | (Math.log2(v.hugePageSize) << MAP_HUGE_SHIFT);
   if (v.growsDown) flags |= MAP.GROWSDOWN;
   if (v.vmFlags.includes('nr')) flags |= MAP.NORESERVE;
   return flags;

@@ -20,7 +20,7 @@ export async function writeObject(ctx: RestoreContext, id: string, fd: number): 
 }
 
 /** Calls fn for every run of consecutive pages with data in a window. */
-function forEachDataRun(
+export function forEachDataRun(
   w: { address: number; bitmap: number; data: Buffer },
   fn: (address: number, data: Buffer) => void,
 ): void {
