@@ -6,15 +6,27 @@
  * processes exchange writes through both and verify every page; with events, MADV_REMOVE of a huge page reads zero in
  * all, MADV_DONTNEED and munmap in one keep the data for the others; a partial MADV_REMOVE of a lazy huge page kills
  * the tree with a named error. The same image restores eagerly, and the huge page check counts each object once.
+ * A file on a hugetlbfs mount mapped shared comes back as a file mapping (its data stays in the file).
  * Huge pages are reserved through /proc/sys/vm/nr_hugepages and the previous value put back; the tests skip, saying
  * why, when they cannot be had.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { ImageStore } from '../daemon/store/index.js';
-import { dump, type ShmemRecord } from '../daemon/dump/index.js';
+import { dump, type ProcessRecord, type ShmemRecord } from '../daemon/dump/index.js';
 import { readMaps } from '../daemon/proc/index.js';
 import { LAZY_FEATURES, restoreImage } from '../daemon/restore/index.js';
 import { loadImageOrThrow } from '../daemon/restore/image.js';
@@ -272,5 +284,77 @@ test('a private mapping of an MFD_HUGETLB memfd is refused at dump, naming it', 
   } finally {
     w.kill();
     killAll(pids);
+  }
+});
+
+/** Reads `len` bytes of `path` at `pos` (read(2) works on hugetlbfs files). */
+function readAt(path: string, pos: number, len: number): string {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(len);
+    readSync(fd, buf, 0, len, pos);
+    return buf.toString();
+  } finally {
+    closeSync(fd);
+  }
+}
+
+test('a hugetlbfs file mapped shared is restored as a mapping of the file; mapped private it is refused', async (t) => {
+  if (skip) return t.skip(skip);
+  const mnt = join(tmp.path, 'hugetlbfs');
+  mkdirSync(mnt);
+  try {
+    execFileSync('mount', ['-t', 'hugetlbfs', '-o', 'pagesize=2M', 'none', mnt], { stdio: 'pipe' });
+  } catch (e) {
+    return t.skip(`cannot mount hugetlbfs: ${(e as Error).message}`);
+  }
+  const file = join(mnt, 'data');
+  const go = join(tmp.path, 'go-hugefile');
+  const w = new Workload(join(tmp.path, 'hugefile.txt'), 'restore_hugefile', [file, go]);
+  const p = new Workload(join(tmp.path, 'hugefile-private.txt'), 'restore_hugefile', [
+    `${file}-private`,
+    `${go}-private`,
+    'private',
+  ]);
+  let pid = 0;
+  try {
+    await w.started();
+    pid = Number((await w.waitOutput(/^READY (\d+)$/m))[1]);
+    await dump(store, pid, { name: 'hugefile' });
+    await w.reaped();
+    const img = await store.loadImage('hugefile');
+    const rec = img.meta.get(`process/${pid}`) as ProcessRecord;
+    const vma = rec.vmas.find((v) => v.file?.path === file);
+    assert.ok(vma, 'the mapping of the file is in the image');
+    assert.equal(vma.content, 'file');
+    assert.equal(vma.shared, true);
+    const space = img.summary.addressSpaces.find((a) => a.mmId === `mm:${pid}`)!;
+    assert.ok(space.bytes < HUGE, `no page data of the file is stored (${space.bytes} bytes)`);
+    writeFileSync(go, '');
+    const tree = await restoreImage(store, 'hugefile');
+    const exit = await keepAlive(tree.exited);
+    assert.deepEqual(exit, { pid, kind: 'exited', status: 0 }, w.output());
+    assert.match(w.output(), /^FILE OK$/m);
+    assert.equal(readAt(file, HUGE, 16), 'RESTORED MAPPING', 'the restored mapping writes into the file');
+
+    await p.started();
+    const ppid = Number((await p.waitOutput(/^READY (\d+)$/m))[1]);
+    await assert.rejects(dump(store, ppid, { name: 'hugefile-private' }), (e: unknown) => {
+      assert.ok(isLazyRestoreError(e));
+      assert.equal(e.code, 'UNSUPPORTED_MAPPING');
+      assert.match(
+        e.message,
+        /is a private mapping of the hugetlbfs file .*data-private, which restore does not recreate/,
+      );
+      return true;
+    });
+  } finally {
+    w.kill();
+    p.kill();
+    killAll([pid]);
+    await leftOver([pid, p.pid]);
+    rmSync(file, { force: true });
+    rmSync(`${file}-private`, { force: true });
+    execFileSync('umount', ['-l', mnt]);
   }
 });

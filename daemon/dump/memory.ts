@@ -221,8 +221,9 @@ export const HUGE_PAGE_SIZE = 2 << 20;
  * Hugetlb memory with 2 MiB pages: private anonymous MAP_HUGETLB memory (maps calls it "/anon_hugepage (deleted)")
  * is dumped like private memory, whole huge pages at a time (pagemap reports each 4 KiB piece of a present huge
  * page present); shared anonymous hugetlb memory and MFD_HUGETLB memfds mapped shared are shared objects, dumped
- * once from their hugetlbfs file (read(2) works there, write(2) does not). Other hugetlbfs files, private
- * mappings of a memfd and other huge page sizes are refused, naming what they are.
+ * once from their hugetlbfs file (read(2) works there, write(2) does not). A file on a hugetlbfs mount mapped
+ * shared is a file mapping: the file holds the data. Private mappings of a hugetlbfs file or a memfd and other huge
+ * page sizes are refused, naming what they are.
  */
 function planHugetlb(pid: number, v: SmapsVma): VmaPlan {
   const size = v.sizes.KernelPageSize;
@@ -231,15 +232,24 @@ function planHugetlb(pid: number, v: SmapsVma): VmaPlan {
       problem: `is System V shared memory with huge pages (${v.path}, SHM_HUGETLB), which restore does not recreate`,
     };
   const anon = v.deleted && v.path === '/anon_hugepage';
-  if (!anon && v.kind !== 'memfd')
-    return { problem: `is a hugetlbfs file mapping (${v.path}), which restore does not recreate` };
   if (size !== HUGE_PAGE_SIZE)
     return { problem: `is hugetlb memory with ${size >> 10} KiB pages; restore recreates only 2 MiB huge pages` };
+  if (!anon && v.kind !== 'memfd') return planHugetlbFile(pid, v);
   if (v.shared) return planShmem(pid, v, size);
   if (!anon) return { problem: `is a private mapping of a memfd (${v.path})` };
   const rec = { ...baseRecord(v, 'anon'), kind: 'anon', offset: 0, hugePageSize: size };
   rec.vmFlags = rec.vmFlags.filter((f) => f !== 'ht' && f !== 'de'); // implied by MAP_HUGETLB
   return { record: rec, runs: true, huge: true };
+}
+
+/** A file on a hugetlbfs mount: mapped shared, its pages live in the file (restore maps the file again, and the
+ *  mount decides the page size); mapped private, its copied-on-write huge pages would have to be recreated. */
+function planHugetlbFile(pid: number, v: SmapsVma): VmaPlan {
+  if (!v.shared)
+    return { problem: `is a private mapping of the hugetlbfs file ${v.path}, which restore does not recreate` };
+  const p = planFile(pid, v);
+  if ('record' in p) p.record.vmFlags = p.record.vmFlags.filter((f) => f !== 'ht' && f !== 'de'); // implied by the file
+  return p;
 }
 
 function planVma(pid: number, v: SmapsVma): VmaPlan {
