@@ -1,13 +1,14 @@
 /**
  * Lazy restore of hugetlb memory (UFFD_FEATURE_MISSING_HUGETLBFS): a program with 16 MiB of private MAP_HUGETLB
  * memory in 2 MiB pages is dumped and restored lazily, its huge pages copied whole, and verifies them itself; with
- * MADV_DONTNEED and munmap of lazy huge pages too; the same memory mapped shared is a shared object; and a host without free huge pages refuses the restore before
- * anything runs. The test reserves the huge pages through /proc/sys/vm/nr_hugepages and puts the previous value
- * back afterwards; it skips, saying why, when it cannot get them.
+ * MADV_DONTNEED and munmap of lazy huge pages too; the same memory mapped shared is a shared object; and a host
+ * without free huge pages refuses the restore before anything runs. The test reserves the huge pages through
+ * /proc/sys/vm/nr_hugepages and puts the previous value back afterwards (test/support/hugepages.ts); it skips,
+ * saying why, when it cannot get them.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ImageStore } from '../daemon/store/index.js';
 import { dump, type ProcessRecord } from '../daemon/dump/index.js';
@@ -16,50 +17,25 @@ import { availableHugePages, planLazyHuge } from '../daemon/restore/memory.js';
 import { loadImageOrThrow } from '../daemon/restore/image.js';
 import { LAZY_FEATURES } from '../daemon/restore/index.js';
 import { isLazyRestoreError } from '../daemon/errors.js';
-import { native, UFFD_FEATURES } from '../native/index.js';
+import { UFFD_FEATURES } from '../native/index.js';
 import { keepAlive, killAll, leftOver, tempDir, Workload } from './support/restore.js';
+import { HUGE, HugePages, nrHugePages, setNrHugePages } from './support/hugepages.js';
 
 const MIB = 16;
-const HUGE = 2 << 20;
 const NEEDED = MIB / 2;
-const NR = '/proc/sys/vm/nr_hugepages';
 const tmp = tempDir('restore-huge');
+const pool = new HugePages();
 let store: ImageStore;
-let previous: number | null = null;
-let skip: string | false = false;
 /** The program of the first test, restored again eagerly. */
 let first: { w: Workload; pid: number; size: number } | null = null;
 
-function setNr(n: number): void {
-  writeFileSync(NR, `${n}\n`);
-}
-
 before(async () => {
   store = await ImageStore.open(join(tmp.path, 'store'));
-  if ((native.uffdProbe().features & UFFD_FEATURES.UFFD_FEATURE_MISSING_HUGETLBFS) === 0) {
-    skip = 'this kernel offers no UFFD_FEATURE_MISSING_HUGETLBFS';
-    return;
-  }
-  if (!existsSync(NR)) {
-    skip = `${NR} does not exist (no hugetlb support)`;
-    return;
-  }
-  previous = Number(readFileSync(NR, 'utf8').trim());
-  try {
-    // Our pages on top of whatever the host already reserved (twice: the program and its restored copy must
-    // never need them at the same time, but a slow reap of the dumped process could overlap).
-    setNr(previous + 2 * NEEDED);
-  } catch (e) {
-    skip = `cannot reserve huge pages through ${NR}: ${(e as Error).message}`;
-    return;
-  }
-  if (availableHugePages(HUGE) < NEEDED) {
-    skip = `only ${availableHugePages(HUGE)} free 2 MiB huge pages after asking for ${2 * NEEDED} more (memory too fragmented?)`;
-  }
+  pool.reserve(NEEDED);
 });
 
 after(async () => {
-  if (previous !== null) setNr(previous);
+  pool.release();
   await store?.close();
   tmp.remove();
 });
@@ -83,7 +59,7 @@ async function dumpHuge(
 }
 
 test('a program with 2 MiB huge pages is restored lazily and verifies its memory', async (t) => {
-  if (skip) return t.skip(skip);
+  if (pool.skip) return t.skip(pool.skip);
   const { w, pid, go, size } = await dumpHuge('huge', false);
   first = { w, pid, size };
   const img = await store.loadImage('huge');
@@ -122,7 +98,7 @@ test('a program with 2 MiB huge pages is restored lazily and verifies its memory
 });
 
 test('the same image restores eagerly (the fallback without MISSING_HUGETLBFS), noted when the feature lacks', async (t) => {
-  if (skip) return t.skip(skip);
+  if (pool.skip) return t.skip(pool.skip);
   if (!first) return t.skip('needs the image of the first test');
   const { w, pid, size } = first;
   const img = await loadImageOrThrow(store, 'huge');
@@ -145,7 +121,7 @@ test('the same image restores eagerly (the fallback without MISSING_HUGETLBFS), 
 });
 
 test('MADV_DONTNEED and munmap of lazy huge pages keep the lazy state exact', async (t) => {
-  if (skip) return t.skip(skip);
+  if (pool.skip) return t.skip(pool.skip);
   const { w, pid, go } = await dumpHuge('huge-events', true);
   try {
     writeFileSync(go, '');
@@ -165,7 +141,7 @@ test('MADV_DONTNEED and munmap of lazy huge pages keep the lazy state exact', as
 });
 
 test('a restored task that forks while its huge pages are lazy gives the child the same memory', async (t) => {
-  if (skip) return t.skip(skip);
+  if (pool.skip) return t.skip(pool.skip);
   const { w, pid, go } = await dumpHuge('huge-fork', 'fork');
   try {
     writeFileSync(go, '');
@@ -183,7 +159,7 @@ test('a restored task that forks while its huge pages are lazy gives the child t
 });
 
 test('shared hugetlb memory of one process is dumped as a shared object and restored lazily', async (t) => {
-  if (skip) return t.skip(skip);
+  if (pool.skip) return t.skip(pool.skip);
   const { w, pid, go } = await dumpHuge('huge-shared', 'shared');
   try {
     const img = await store.loadImage('huge-shared');
@@ -205,13 +181,13 @@ test('shared hugetlb memory of one process is dumped as a shared object and rest
 });
 
 test('without free huge pages the restore is refused before anything runs', async (t) => {
-  if (skip) return t.skip(skip);
+  if (pool.skip) return t.skip(pool.skip);
   const { w, pid, size } = await dumpHuge('huge-none', false);
   truncateSync(w.out, size);
-  const total = Number(readFileSync(NR, 'utf8').trim());
+  const total = nrHugePages();
   try {
     // Give back every free huge page (those in use elsewhere stay).
-    setNr(total - availableHugePages(HUGE));
+    setNrHugePages(total - availableHugePages(HUGE));
     if (availableHugePages(HUGE) >= NEEDED) return t.skip('the free huge pages could not be given back');
     await assert.rejects(restoreImage(store, 'huge-none'), (e: unknown) => {
       assert.ok(isLazyRestoreError(e));
@@ -221,7 +197,7 @@ test('without free huge pages the restore is refused before anything runs', asyn
     });
     assert.equal(existsSync(`/proc/${pid}`), false, 'no process was created');
   } finally {
-    setNr(total);
+    setNrHugePages(total);
     w.kill();
     killAll([pid]);
   }

@@ -13,101 +13,56 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  readSync,
-  rmSync,
-  truncateSync,
-  writeFileSync,
-} from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ImageStore } from '../daemon/store/index.js';
 import { dump, type ProcessRecord, type ShmemRecord } from '../daemon/dump/index.js';
 import { readMaps } from '../daemon/proc/index.js';
 import { LAZY_FEATURES, restoreImage } from '../daemon/restore/index.js';
 import { loadImageOrThrow } from '../daemon/restore/image.js';
-import { availableHugePages, checkHugePages, planLazyShmem } from '../daemon/restore/memory.js';
+import { checkHugePages, planLazyShmem } from '../daemon/restore/memory.js';
 import { isLazyRestoreError } from '../daemon/errors.js';
-import { native, UFFD_FEATURES } from '../native/index.js';
-import { keepAlive, killAll, leftOver, tempDir, Workload } from './support/restore.js';
+import { UFFD_FEATURES } from '../native/index.js';
+import {
+  assertTreeVerified,
+  dumpTree,
+  keepAlive,
+  killAll,
+  leftOver,
+  startTree,
+  tempDir,
+  Workload,
+  type DumpedTree,
+  type StartedTree,
+} from './support/restore.js';
+import { HUGE, HugePages } from './support/hugepages.js';
 
 const MIB = 16;
-const HUGE = 2 << 20;
 /** Huge pages of the two objects: 8 of the anonymous one, 4 of the memfd. */
 const NEEDED = MIB / 2 + 4;
-const NR = '/proc/sys/vm/nr_hugepages';
 const tmp = tempDir('restore-hugeshm');
+const pool = new HugePages();
 let store: ImageStore;
-let previous: number | null = null;
-let skip: string | false = false;
 /** The tree of the first test, restored again eagerly. */
-let first: Dumped | null = null;
-
-function setNr(n: number): void {
-  writeFileSync(NR, `${n}\n`);
-}
+let first: DumpedTree | null = null;
 
 before(async () => {
   store = await ImageStore.open(join(tmp.path, 'store'));
-  if ((native.uffdProbe().features & UFFD_FEATURES.UFFD_FEATURE_MISSING_HUGETLBFS) === 0) {
-    skip = 'this kernel offers no UFFD_FEATURE_MISSING_HUGETLBFS';
-    return;
-  }
-  if (!existsSync(NR)) {
-    skip = `${NR} does not exist (no hugetlb support)`;
-    return;
-  }
-  previous = Number(readFileSync(NR, 'utf8').trim());
-  try {
-    // Ours on top of what the host already has, twice over (a slow reap of the dumped tree could overlap its restore).
-    setNr(previous + 2 * NEEDED);
-  } catch (e) {
-    skip = `cannot reserve huge pages through ${NR}: ${(e as Error).message}`;
-    return;
-  }
-  if (availableHugePages(HUGE) < NEEDED) {
-    skip = `only ${availableHugePages(HUGE)} free 2 MiB huge pages after asking for ${2 * NEEDED} more (memory too fragmented?)`;
-  }
+  pool.reserve(NEEDED);
 });
 
 after(async () => {
-  if (previous !== null) setNr(previous);
+  pool.release();
   await store?.close();
   tmp.remove();
 });
 
-interface Dumped {
-  w: Workload;
-  pids: number[];
-  size: number;
-  go: string;
+function startHugeShm(name: string, mode?: string): Promise<StartedTree> {
+  return startTree(tmp.path, name, 'restore_hugeshm', (go) => [String(MIB), go, ...(mode ? [mode] : [])]);
 }
 
-async function dumpHugeShm(name: string, mode?: 'events' | 'partial'): Promise<Dumped> {
-  const { w, pids, go } = await startHugeShm(name, mode);
-  const d = await dump(store, pids[0]!, { name });
-  assert.equal(d.processes, 3);
-  await w.reaped();
-  assert.deepEqual(await leftOver(pids), []);
-  return { w, pids, size: w.output().length, go };
-}
-
-async function startHugeShm(name: string, mode?: string): Promise<Omit<Dumped, 'size'>> {
-  const go = join(tmp.path, `go-${name}`);
-  const w = new Workload(join(tmp.path, `${name}.txt`), 'restore_hugeshm', [String(MIB), go, ...(mode ? [mode] : [])]);
-  await w.started();
-  const m = await w.waitOutput(/^READY (\d+) (\d+) (\d+)$/m);
-  return { w, pids: [Number(m[1]), Number(m[2]), Number(m[3])], go };
-}
-
-function assertVerified(text: string): void {
-  for (const role of ['parent', 'child1', 'child2']) assert.match(text, new RegExp(`^VERIFY OK ${role}$`, 'm'), text);
-  assert.match(text, /^ALL OK$/m, text);
-  assert.doesNotMatch(text, /FAIL/);
+async function dumpHugeShm(name: string, mode?: 'events' | 'partial'): Promise<DumpedTree> {
+  return dumpTree(store, await startHugeShm(name, mode), name);
 }
 
 /** The hugetlb objects one process maps, by inode: the same inodes in every process mean one object each. */
@@ -122,7 +77,7 @@ function hugeInodes(pid: number): string[] {
 }
 
 test('a tree sharing MAP_SHARED|MAP_HUGETLB memory and an MFD_HUGETLB memfd is restored lazily and exchanges writes', async (t) => {
-  if (skip) return t.skip(skip);
+  if (pool.skip) return t.skip(pool.skip);
   first = await dumpHugeShm('hugeshm');
   const { w, pids, go } = first;
   const img = await store.loadImage('hugeshm');
@@ -153,7 +108,7 @@ test('a tree sharing MAP_SHARED|MAP_HUGETLB memory and an MFD_HUGETLB memfd is r
         `${done.completeMs.toFixed(1)} ms; pages by fault ${done.faultPages}, in background ${done.backgroundPages}`,
     );
     assert.deepEqual(exit, { pid: pids[0], kind: 'exited', status: 0 }, w.output());
-    assertVerified(w.output());
+    assertTreeVerified(w.output());
     assert.deepEqual(done.errors, []);
     // Each huge page of the objects (12 × 512 pages) is placed once, through one of the three tasks.
     const placed = done.faultPages + done.backgroundPages;
@@ -165,7 +120,7 @@ test('a tree sharing MAP_SHARED|MAP_HUGETLB memory and an MFD_HUGETLB memfd is r
 });
 
 test('the same image restores eagerly: the objects are written through a mapping before the tree runs', async (t) => {
-  if (skip) return t.skip(skip);
+  if (pool.skip) return t.skip(pool.skip);
   if (!first) return t.skip('needs the image of the first test');
   const { w, pids, size } = first;
   truncateSync(w.out, size); // as at the dump; the go file exists
@@ -176,14 +131,14 @@ test('the same image restores eagerly: the objects are written through a mapping
     assert.ok(tree.eagerBytes >= 8 * HUGE, `eager restore wrote ${tree.eagerBytes} bytes`);
     const exit = await keepAlive(tree.exited);
     assert.deepEqual(exit, { pid: pids[0], kind: 'exited', status: 0 }, w.output());
-    assertVerified(w.output());
+    assertTreeVerified(w.output());
   } finally {
     killAll(pids);
   }
 });
 
 test('without UFFD_FEATURE_MISSING_HUGETLBFS the objects are eager, and the summary says so', async (t) => {
-  if (skip) return t.skip(skip);
+  if (pool.skip) return t.skip(pool.skip);
   if (!first) return t.skip('needs the image of the first test');
   const img = await loadImageOrThrow(store, 'hugeshm');
   const notes: string[] = [];
@@ -199,7 +154,7 @@ test('without UFFD_FEATURE_MISSING_HUGETLBFS the objects are eager, and the summ
 });
 
 test('the huge page check counts a shared object once, not once per mapping', async (t) => {
-  if (skip) return t.skip(skip);
+  if (pool.skip) return t.skip(pool.skip);
   if (!first) return t.skip('needs the image of the first test');
   const img = await loadImageOrThrow(store, 'hugeshm');
   checkHugePages(img, () => NEEDED); // three processes map both objects: 3 × 12 if counted per mapping
@@ -222,7 +177,7 @@ test('the huge page check counts a shared object once, not once per mapping', as
 async function restoreEvents(
   t: { diagnostic: (s: string) => void },
   mode: 'events' | 'partial',
-  check: (d: Dumped, exit: unknown, done: unknown) => void,
+  check: (d: DumpedTree, exit: unknown, done: unknown) => void,
 ): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     const d = await dumpHugeShm(`hugeshm-${mode}-${attempt}`, mode);
@@ -247,17 +202,17 @@ async function restoreEvents(
 }
 
 test('MADV_REMOVE, MADV_DONTNEED and munmap of lazy shared huge pages keep every process exact', async (t) => {
-  if (skip) return t.skip(skip);
+  if (pool.skip) return t.skip(pool.skip);
   await restoreEvents(t, 'events', ({ w, pids }, exit, done) => {
     if (done instanceof Error) throw done;
     assert.deepEqual(exit, { pid: pids[0], kind: 'exited', status: 0 }, w.output());
-    assertVerified(w.output());
+    assertTreeVerified(w.output());
     assert.deepEqual((done as { errors: string[] }).errors, []);
   });
 });
 
 test('MADV_REMOVE of part of a lazy shared huge page kills the tree, naming why', async (t) => {
-  if (skip) return t.skip(skip);
+  if (pool.skip) return t.skip(pool.skip);
   await restoreEvents(t, 'partial', ({ w, pids }, exit, done) => {
     assert.ok(isLazyRestoreError(done), String(done));
     assert.equal(done.code, 'RESTORE_FAILED');
@@ -271,7 +226,7 @@ test('MADV_REMOVE of part of a lazy shared huge page kills the tree, naming why'
 });
 
 test('a private mapping of an MFD_HUGETLB memfd is refused at dump, naming it', async (t) => {
-  if (skip) return t.skip(skip);
+  if (pool.skip) return t.skip(pool.skip);
   const { w, pids } = await startHugeShm('hugeshm-private', 'private');
   try {
     await assert.rejects(dump(store, pids[0]!, { name: 'hugeshm-private' }), (e: unknown) => {
@@ -300,7 +255,7 @@ function readAt(path: string, pos: number, len: number): string {
 }
 
 test('a hugetlbfs file mapped shared is restored as a mapping of the file; mapped private it is refused', async (t) => {
-  if (skip) return t.skip(skip);
+  if (pool.skip) return t.skip(pool.skip);
   const mnt = join(tmp.path, 'hugetlbfs');
   mkdirSync(mnt);
   try {

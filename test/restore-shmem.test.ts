@@ -10,21 +10,29 @@ import assert from 'node:assert/strict';
 import { truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ImageStore } from '../daemon/store/index.js';
-import { dump } from '../daemon/dump/index.js';
 import { readMaps } from '../daemon/proc/index.js';
 import { LAZY_FEATURES, restoreImage } from '../daemon/restore/index.js';
 import { loadImageOrThrow } from '../daemon/restore/image.js';
 import { planLazyShmem } from '../daemon/restore/memory.js';
 import { native, UFFD_FEATURES } from '../native/index.js';
 import { isLazyRestoreError } from '../daemon/errors.js';
-import { keepAlive, killAll, leftOver, tempDir, Workload } from './support/restore.js';
+import {
+  assertTreeVerified,
+  dumpTree,
+  keepAlive,
+  killAll,
+  leftOver,
+  startTree,
+  tempDir,
+  type DumpedTree,
+} from './support/restore.js';
 
 const MIB = 64;
 const tmp = tempDir('restore-shmem');
 const hasShmem = (native.uffdProbe().features & UFFD_FEATURES.UFFD_FEATURE_MISSING_SHMEM) !== 0;
 let store: ImageStore;
 /** The tree of the first test, restored again by the eager test. */
-let first: Dumped | null = null;
+let first: DumpedTree | null = null;
 
 before(async () => {
   store = await ImageStore.open(join(tmp.path, 'store'));
@@ -34,35 +42,9 @@ after(async () => {
   tmp.remove();
 });
 
-interface Dumped {
-  w: Workload;
-  pids: number[];
-  size: number;
-  go: string;
-}
-
-async function dumpShmem(name: string, events: boolean, mode = 'events'): Promise<Dumped> {
-  const go = join(tmp.path, `go-${name}`);
-  const w = new Workload(join(tmp.path, `${name}.txt`), 'restore_shmem', [
-    String(MIB),
-    go,
-    ...(events || mode !== 'events' ? [mode] : []),
-  ]);
-  await w.started();
-  const m = await w.waitOutput(/^READY (\d+) (\d+) (\d+)$/m);
-  const pids = [Number(m[1]), Number(m[2]), Number(m[3])];
-  const d = await dump(store, pids[0]!, { name });
-  assert.equal(d.processes, 3);
-  await w.reaped();
-  assert.deepEqual(await leftOver(pids), []);
-  return { w, pids, size: w.output().length, go };
-}
-
-/** Every process printed VERIFY OK, the parent ALL OK, and the root exited 0. */
-function assertVerified(text: string): void {
-  for (const role of ['parent', 'child1', 'child2']) assert.match(text, new RegExp(`^VERIFY OK ${role}$`, 'm'), text);
-  assert.match(text, /^ALL OK$/m, text);
-  assert.doesNotMatch(text, /FAIL/);
+async function dumpShmem(name: string, events: boolean, mode = 'events'): Promise<DumpedTree> {
+  const args = (go: string) => [String(MIB), go, ...(events || mode !== 'events' ? [mode] : [])];
+  return dumpTree(store, await startTree(tmp.path, name, 'restore_shmem', args), name);
 }
 
 /** The shared objects one process maps, by inode: the same inode in every process means one object. */
@@ -110,7 +92,7 @@ test('a tree sharing 64 MiB of shared anonymous memory and a memfd is restored l
         `${done.completeMs.toFixed(1)} ms; pages by fault ${done.faultPages}, in background ${done.backgroundPages}`,
     );
     assert.deepEqual(exit, { pid: pids[0], kind: 'exited', status: 0 }, w.output());
-    assertVerified(w.output());
+    assertTreeVerified(w.output());
     assert.deepEqual(done.errors, []);
     // Each page of the objects (18432) is placed once, through one of the three tasks, not once per task; the
     // rest is the processes' private memory.
@@ -142,7 +124,7 @@ test('MADV_REMOVE, MADV_DONTNEED and munmap on lazy shared memory keep every pro
       }
       if (done instanceof Error) throw done;
       assert.deepEqual(exit, { pid: pids[0], kind: 'exited', status: 0 }, w.output());
-      assertVerified(w.output());
+      assertTreeVerified(w.output());
       assert.deepEqual(done.errors, []);
       return;
     } finally {
@@ -194,7 +176,7 @@ test('the same image restores eagerly: the objects are filled before the tree ru
     assert.ok(tree.eagerBytes >= (MIB - 1) << 20, `eager restore wrote ${tree.eagerBytes} bytes`);
     const exit = await keepAlive(tree.exited);
     assert.deepEqual(exit, { pid: pids[0], kind: 'exited', status: 0 }, w.output());
-    assertVerified(w.output());
+    assertTreeVerified(w.output());
   } finally {
     killAll(pids);
   }

@@ -112,3 +112,13 @@ static inline int lr_wait_two(const pid_t kids[2]) {
   }
   return 1;
 }
+
+/* The end of a process of lr_fork_two that verified its memory: prints "VERIFY OK <role>"; the
+ * parent then waits for both children and prints "ALL OK". Returns the process's exit status. */
+static inline int lr_verified_two(int me, const pid_t kids[2], const char *role) {
+  lr_say("VERIFY OK %s\n", role);
+  if (me != 0) return 0;
+  if (!lr_wait_two(kids)) return 1;
+  lr_say("ALL OK\n");
+  return 0;
+}

@@ -22,8 +22,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -45,28 +43,9 @@
 
 static char role[16] = "parent";
 
-static void nap(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
-
-static void wait_flag(volatile uint64_t *flag) {
-  while (*flag == 0) nap(1);
-}
-
-/* The pattern of `seed` relative to the object (mappings differ in address). */
+/* Fills [off, off+len) of an object with the pattern of `seed` (relative to the object). */
 static void fill(unsigned char *base, uint64_t seed, size_t off, size_t len) {
-  for (size_t w = 0; w < len / 8; w++)
-    ((uint64_t *)(base + off))[w] = lr_pattern_word(seed, 0, off + w * 8);
-}
-
-static int check_page(const unsigned char *base, uint64_t seed, size_t off, int zero) {
-  for (size_t w = 0; w < PAGE / 8; w++) {
-    uint64_t want = zero ? 0 : lr_pattern_word(seed, 0, off + w * 8);
-    if (((const uint64_t *)(base + off))[w] != want) return 0;
-  }
-  return 1;
+  for (size_t at = off; at < off + len; at += PAGE) lr_fill_object_page(base + at, seed, at);
 }
 
 int main(int argc, char **argv) {
@@ -97,19 +76,10 @@ int main(int argc, char **argv) {
   const size_t unmapped = 2 * HUGE, dropped = 3 * HUGE, hole = 4 * HUGE;
 
   pid_t kids[2] = {-1, -1};
-  int me = 0; /* 0 parent, 1, 2 children */
-  for (int i = 0; i < 2; i++) {
-    kids[i] = fork();
-    if (kids[i] < 0) LR_DIE("fork failed");
-    if (kids[i] == 0) {
-      me = i + 1;
-      snprintf(role, sizeof role, "child%d", me);
-      break;
-    }
-  }
+  int me = lr_fork_two(kids, role, sizeof role); /* 0 parent, 1, 2 children */
   if (me == 0) lr_say("READY %ld %ld %ld\n", (long)getpid(), (long)kids[0], (long)kids[1]);
   struct stat st;
-  while (stat(argv[2], &st) != 0) nap(10);
+  while (stat(argv[2], &st) != 0) lr_nap(10);
 
   if (me == 0) {
     if (events) {
@@ -122,42 +92,33 @@ int main(int argc, char **argv) {
     fill(anon, SEED_MARK, mark0, PAGE);
     ctl[0] = 1;
   } else if (me == 1) {
-    wait_flag(&ctl[0]);
+    lr_wait_flag(&ctl[0]);
     fill(mfd, SEED_MARK, mark1, PAGE);
     if (events && munmap(anon + unmapped, HUGE) != 0) LR_DIE("munmap: %s", strerror(errno));
     ctl[1] = 1;
   } else {
-    wait_flag(&ctl[1]);
+    lr_wait_flag(&ctl[1]);
     fill(anon, SEED_MARK, mark2, PAGE);
     ctl[2] = 1;
   }
-  wait_flag(&ctl[2]);
+  lr_wait_flag(&ctl[2]);
 
   for (size_t off = 0; off < len; off += PAGE) {
     if (events && me == 1 && off >= unmapped && off < unmapped + HUGE) continue;
     int zero = off >= 6 * HUGE || (events && off >= hole && off < hole + HUGE) ||
                (partial && off == hole + PAGE);
     uint64_t seed = off == mark0 || off == mark2 ? SEED_MARK : SEED_ANON;
-    if (!check_page(anon, seed, off, zero)) {
+    if (!lr_check_object_page(anon + off, seed, off, zero)) {
       lr_say("VERIFY FAIL %s anon 0x%lx\n", role, (unsigned long)off);
       return 1;
     }
   }
   for (size_t off = 0; off < CTL_OFF; off += PAGE) {
-    if (!check_page(mfd, off == mark1 ? SEED_MARK : SEED_MEMFD, off, off >= 2 * HUGE)) {
+    if (!lr_check_object_page(mfd + off, off == mark1 ? SEED_MARK : SEED_MEMFD, off,
+                              off >= 2 * HUGE)) {
       lr_say("VERIFY FAIL %s memfd 0x%lx\n", role, (unsigned long)off);
       return 1;
     }
   }
-  lr_say("VERIFY OK %s\n", role);
-  if (me != 0) return 0;
-  for (int i = 0; i < 2; i++) {
-    int status = 0;
-    if (waitpid(kids[i], &status, 0) != kids[i] || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      lr_say("CHILD FAIL %d %d\n", i + 1, status);
-      return 1;
-    }
-  }
-  lr_say("ALL OK\n");
-  return 0;
+  return lr_verified_two(me, kids, role);
 }

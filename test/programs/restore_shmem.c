@@ -108,9 +108,5 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  lr_say("VERIFY OK %s\n", role);
-  if (me != 0) return 0;
-  if (!lr_wait_two(kids)) return 1;
-  lr_say("ALL OK\n");
-  return 0;
+  return lr_verified_two(me, kids, role);
 }

@@ -1,13 +1,16 @@
 /**
  * Helpers of the restore tests: workloads started as grandchildren of the test process (the dump refuses a
  * child of its own caller) through test/programs/bin/restore_launch, with their output in a file; dumping them
- * into a throw-away store; and checks that no process of an image is left.
+ * into a throw-away store (three-process trees too); and checks that no process of an image is left.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import assert from 'node:assert/strict';
 import { checkLazySupported } from '../../daemon/restore/lazy.js';
+import { dump } from '../../daemon/dump/index.js';
+import type { ImageStore } from '../../daemon/store/index.js';
 import { programPath } from './programs.js';
 
 export function sleep(ms: number): Promise<void> {
@@ -124,4 +127,47 @@ export function lazyMissing(): string | false {
   } catch (e) {
     return (e as Error).message;
   }
+}
+
+/** A parent and two children started by a test program that prints "READY <parent> <child1> <child2>" once its
+ *  memory is filled, then waits for its GOFILE. */
+export interface StartedTree {
+  w: Workload;
+  pids: number[];
+  go: string;
+}
+
+/** A tree dumped (and gone): `size` is its output's length at the dump. */
+export interface DumpedTree extends StartedTree {
+  size: number;
+}
+
+/** Starts `program` with `args(go)` (output and go file named after `name` in `dir`) and waits until it is READY. */
+export async function startTree(
+  dir: string,
+  name: string,
+  program: string,
+  args: (go: string) => string[],
+): Promise<StartedTree> {
+  const go = join(dir, `go-${name}`);
+  const w = new Workload(join(dir, `${name}.txt`), program, args(go));
+  await w.started();
+  const m = await w.waitOutput(/^READY (\d+) (\d+) (\d+)$/m);
+  return { w, pids: [Number(m[1]), Number(m[2]), Number(m[3])], go };
+}
+
+/** Dumps a started tree as image `name` and waits until all three processes are gone. */
+export async function dumpTree(store: ImageStore, t: StartedTree, name: string): Promise<DumpedTree> {
+  const d = await dump(store, t.pids[0]!, { name });
+  assert.equal(d.processes, 3);
+  await t.w.reaped();
+  assert.deepEqual(await leftOver(t.pids), []);
+  return { ...t, size: t.w.output().length };
+}
+
+/** Every process printed VERIFY OK, the parent ALL OK, and nothing failed. */
+export function assertTreeVerified(text: string): void {
+  for (const role of ['parent', 'child1', 'child2']) assert.match(text, new RegExp(`^VERIFY OK ${role}$`, 'm'), text);
+  assert.match(text, /^ALL OK$/m, text);
+  assert.doesNotMatch(text, /FAIL/);
 }
