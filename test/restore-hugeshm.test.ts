@@ -83,6 +83,7 @@ test('a tree sharing MAP_SHARED|MAP_HUGETLB memory and an MFD_HUGETLB memfd is r
   const img = await store.loadImage('hugeshm');
   const objects = [...img.meta.entries()].filter(([k]) => k.startsWith('shmem/')).map(([, v]) => v as ShmemRecord);
   assert.equal(objects.length, 2, 'one record per shared object, not per process');
+  for (const o of objects) assert.match(o.id, /^hugetlb-\d+$/, 'ids apart from those of shmem objects');
   assert.deepEqual(objects.map((o) => [o.kind ?? 'anon', o.size, o.hugePageSize]).sort(), [
     ['anon', MIB << 20, HUGE],
     ['memfd', 4 * HUGE, HUGE],
@@ -165,7 +166,7 @@ test('the huge page check counts a shared object once, not once per mapping', as
       assert.equal(e.code, 'HUGE_PAGES_UNAVAILABLE');
       assert.match(
         e.message,
-        new RegExp(`maps ${NEEDED} huge page\\(s\\) of 2048 KiB \\(first: shared object \\d+\\)`),
+        new RegExp(`maps ${NEEDED} huge page\\(s\\) of 2048 KiB \\(first: shared object hugetlb-\\d+\\)`),
       );
       return true;
     },

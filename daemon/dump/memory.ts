@@ -193,7 +193,9 @@ function planShmem(pid: number, v: SmapsVma, hugePageSize?: number): VmaPlan {
   // seals (write, grow, shrink, exec) would have to be added back after the lazy fill, which needs writes.
   if (memfd && seals !== 0 && seals !== F_SEAL_SEAL)
     return { problem: `maps ${v.path}, a memfd with seals 0x${seals.toString(16)}, which restore cannot put back` };
-  const id = String(st.ino);
+  // Inode numbers are unique per filesystem: shmem objects live on the kernel's one shm mount, hugetlb ones on its
+  // hugetlbfs mount of their page size, whose numbers may coincide with the first's.
+  const id = hugePageSize !== undefined ? `hugetlb-${st.ino}` : String(st.ino);
   const mappedPages = (v.sizes.Rss + v.sizes.Swap) / PAGE_SIZE;
   const shmem: ShmemRef = memfd
     ? { id, size: Number(st.size), kind: 'memfd', name: v.path.slice('/memfd:'.length), seals, mappedPages, pid, path }
