@@ -7,9 +7,10 @@
  * the memfd's last huge page), then every process verifies every page it
  * maps and prints "VERIFY OK <role>"; the parent waits for its children and
  * prints "ALL OK".
- * With "events", after GOFILE and before any process touches the anonymous
- * object: the parent punches huge page 4 out of it (MADV_REMOVE: zero for
- * all) and drops its own page table entries of huge page 3 (MADV_DONTNEED:
+ * With "events", after GOFILE and before any other process touches the
+ * anonymous object: the parent reads huge page 1 (filling it) and punches it
+ * and huge page 4, still lazy, out of the object (MADV_REMOVE: zero for all)
+ * and drops its own page table entries of huge page 3 (MADV_DONTNEED:
  * data kept), and child 1 unmaps huge page 2 of its mapping (the others keep
  * it). With "partial", the parent punches 4 KiB out of huge page 4 only (its
  * image data with that part zero would be the answer). With "private", the
@@ -48,6 +49,9 @@ static void fill(unsigned char *base, uint64_t seed, size_t off, size_t len) {
   for (size_t at = off; at < off + len; at += PAGE) lr_fill_object_page(base + at, seed, at);
 }
 
+/* Whether `off` lies in the huge page at `start`. */
+static int in_huge(size_t off, size_t start) { return off >= start && off < start + HUGE; }
+
 int main(int argc, char **argv) {
   if (argc != 3 && argc != 4)
     LR_DIE("usage: restore_hugeshm SIZE_MIB GOFILE [events|partial|private]");
@@ -73,7 +77,7 @@ int main(int argc, char **argv) {
   volatile uint64_t *ctl = (volatile uint64_t *)(mfd + CTL_OFF);
 
   const size_t mark0 = 5 * PAGE, mark1 = HUGE + 7 * PAGE, mark2 = 5 * HUGE + 3 * PAGE;
-  const size_t unmapped = 2 * HUGE, dropped = 3 * HUGE, hole = 4 * HUGE;
+  const size_t filled = HUGE, unmapped = 2 * HUGE, dropped = 3 * HUGE, hole = 4 * HUGE;
 
   pid_t kids[2] = {-1, -1};
   int me = lr_fork_two(kids, role, sizeof role); /* 0 parent, 1, 2 children */
@@ -83,6 +87,11 @@ int main(int argc, char **argv) {
 
   if (me == 0) {
     if (events) {
+      /* Huge page 1 is filled first (this read faults it in): punched once present. */
+      if (!lr_check_object_page(anon + filled, SEED_ANON, filled, 0))
+        LR_DIE("huge page 1 is wrong");
+      if (madvise(anon + filled, HUGE, MADV_REMOVE) != 0)
+        LR_DIE("MADV_REMOVE: %s", strerror(errno));
       if (madvise(anon + hole, HUGE, MADV_REMOVE) != 0) LR_DIE("MADV_REMOVE: %s", strerror(errno));
       if (madvise(anon + dropped, HUGE, MADV_DONTNEED) != 0)
         LR_DIE("MADV_DONTNEED: %s", strerror(errno));
@@ -104,8 +113,8 @@ int main(int argc, char **argv) {
   lr_wait_flag(&ctl[2]);
 
   for (size_t off = 0; off < len; off += PAGE) {
-    if (events && me == 1 && off >= unmapped && off < unmapped + HUGE) continue;
-    int zero = off >= 6 * HUGE || (events && off >= hole && off < hole + HUGE) ||
+    if (events && me == 1 && in_huge(off, unmapped)) continue;
+    int zero = off >= 6 * HUGE || (events && (in_huge(off, hole) || in_huge(off, filled))) ||
                (partial && off == hole + PAGE);
     uint64_t seed = off == mark0 || off == mark2 ? SEED_MARK : SEED_ANON;
     if (!lr_check_object_page(anon + off, seed, off, zero)) {
