@@ -19,7 +19,6 @@ import {
   readFileSync,
   readSync,
   rmSync,
-  writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,6 +30,7 @@ import { dump } from '../daemon/dump/index.js';
 import type { FdRecord, PipeRecord, ProcessRecord, ThreadRecord, TreeRecord } from '../daemon/dump/index.js';
 import { isLazyRestoreError } from '../daemon/errors.js';
 import { Program, programPath } from './support/programs.js';
+import { HugePages } from './support/hugepages.js';
 
 const PAGE = 4096;
 const SIGRTMIN = 34;
@@ -628,12 +628,10 @@ test(
 );
 
 test('System V shared memory in huge pages is refused as UNSUPPORTED_MAPPING, naming it', { skip }, async (t) => {
-  const nr = '/proc/sys/vm/nr_hugepages';
-  if (!existsSync(nr)) return t.skip(`${nr} does not exist (no hugetlb support)`);
-  const previous = Number(readFileSync(nr, 'utf8').trim());
-  writeFileSync(nr, `${previous + 1}\n`);
+  const pool = new HugePages();
+  pool.reserve(1);
   try {
-    if (Number(readFileSync(nr, 'utf8').trim()) <= previous) return t.skip('no 2 MiB huge page could be reserved');
+    if (pool.skip) return t.skip(pool.skip);
     const s = await start('dump_counter', ['sysvhuge']);
     try {
       await withStore(async (store) => {
@@ -653,7 +651,7 @@ test('System V shared memory in huge pages is refused as UNSUPPORTED_MAPPING, na
       s.prog.kill();
     }
   } finally {
-    writeFileSync(nr, `${previous}\n`);
+    pool.release();
   }
 });
 

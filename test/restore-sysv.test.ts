@@ -12,13 +12,21 @@ import { randomInt } from 'node:crypto';
 import { truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ImageStore } from '../daemon/store/index.js';
-import { dump } from '../daemon/dump/index.js';
 import { readSysvSegment, SHM_DEST, type SysvSegment } from '../daemon/proc/index.js';
 import { restoreImage } from '../daemon/restore/index.js';
 import { isLazyRestoreError } from '../daemon/errors.js';
 import { native } from '../native/index.js';
 import { programPath } from './support/programs.js';
-import { keepAlive, killAll, leftOver, tempDir, Workload } from './support/restore.js';
+import {
+  assertTreeVerified,
+  dumpTree,
+  keepAlive,
+  killAll,
+  leftOver,
+  startTree,
+  tempDir,
+  type DumpedTree,
+} from './support/restore.js';
 
 const tmp = tempDir('restore-sysv');
 let store: ImageStore;
@@ -34,41 +42,24 @@ after(async () => {
   tmp.remove();
 });
 
-interface Dumped {
-  w: Workload;
-  pids: number[];
+interface Dumped extends DumpedTree {
   key: number;
   ida: number;
   idb: number;
   /** The segments as the live tree had them. */
   before: { a: SysvSegment; b: SysvSegment };
-  size: number;
-  go: string;
 }
 
 async function dumpSysv(name: string): Promise<Dumped> {
-  const go = join(tmp.path, `go-${name}`);
   const key = 0x4c520000 + randomInt(0xffff);
-  const w = new Workload(join(tmp.path, `${name}.txt`), 'restore_sysv', [String(key), go]);
-  await w.started();
-  const m = await w.waitOutput(/^READY (\d+) (\d+) (\d+) (\d+) (\d+)$/m);
-  const pids = [Number(m[1]), Number(m[2]), Number(m[3])];
-  const [ida, idb] = [Number(m[4]), Number(m[5])];
+  const t = await startTree(tmp.path, name, 'restore_sysv', (go) => [String(key), go]);
+  const m = await t.w.waitOutput(/^SEGMENTS (\d+) (\d+)$/m);
+  const [ida, idb] = [Number(m[1]), Number(m[2])];
   made.add(ida);
   const before = { a: readSysvSegment(ida)!, b: readSysvSegment(idb)! };
-  const d = await dump(store, pids[0]!, { name });
-  assert.equal(d.processes, 3);
-  await w.reaped();
-  assert.deepEqual(await leftOver(pids), []);
+  const d = await dumpTree(store, t, name);
   assert.equal(readSysvSegment(idb), null, 'the removed segment went with the dumped tree');
-  return { w, pids, key, ida, idb, before, size: w.output().length, go };
-}
-
-function assertVerified(text: string): void {
-  for (const role of ['parent', 'child1', 'child2']) assert.match(text, new RegExp(`^VERIFY OK ${role}$`, 'm'), text);
-  assert.match(text, /^SHMDT OK$/m, text);
-  assert.match(text, /^ALL OK$/m, text);
-  assert.doesNotMatch(text, /FAIL/);
+  return { ...d, key, ida, idb, before };
 }
 
 /** Runs a restored tree through its exchange and checks what it verified and how it ended. */
@@ -76,7 +67,8 @@ async function runRestored(d: Dumped, tree: Awaited<ReturnType<typeof restoreIma
   writeFileSync(d.go, '');
   const exit = await keepAlive(tree.exited);
   assert.deepEqual(exit, { pid: d.pids[0], kind: 'exited', status: 0 }, d.w.output());
-  assertVerified(d.w.output());
+  assertTreeVerified(d.w.output());
+  assert.match(d.w.output(), /^SHMDT OK$/m);
   const done = await keepAlive(tree.complete);
   assert.deepEqual(done.errors, []);
 }

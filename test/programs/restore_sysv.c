@@ -8,7 +8,8 @@
  * previous through a control page of A), every process verifies every page
  * it maps ("VERIFY OK <role>"), child 1 detaches A with shmdt ("SHMDT OK"),
  * and the parent checks that KEY still names A and that B is still marked
- * removed, waits for its children and prints "ALL OK".
+ * removed, waits for its children and prints "ALL OK". The segment ids are
+ * printed first ("SEGMENTS <A> <B>"), then "READY <parent> <child1> <child2>".
  * With "probe" instead: whether userfaultfd can register an attach
  * ("REGISTER OK" or "REGISTER <errno name>").
  * Usage: restore_sysv KEY GOFILE | restore_sysv probe */
@@ -107,6 +108,7 @@ int main(int argc, char **argv) {
     if (!b_zero(off)) lr_fill_object_page(b + off, SEED_B, off);
   if (munmap(a + HOLE, MIB) != 0 || mprotect(a + RO, RO_LEN, PROT_READ) != 0)
     LR_DIE("cut: %s", strerror(errno));
+  lr_say("SEGMENTS %d %d\n", ida, idb);
   volatile uint64_t *ctl = (volatile uint64_t *)(a + CTL_OFF);
   const size_t mark0 = 5 * PAGE, mark1 = 7 * PAGE, mark2 = 9 * MIB;
 
@@ -116,7 +118,7 @@ int main(int argc, char **argv) {
   if (me == 2 && (again = shmat(ida, NULL, SHM_RDONLY)) == (void *)-1)
     LR_DIE("shmat: %s", strerror(errno));
   if (me == 2) {
-    lr_say("READY %ld %ld %ld %d %d\n", (long)getppid(), (long)kids[0], (long)getpid(), ida, idb);
+    lr_say("READY %ld %ld %ld\n", (long)getppid(), (long)kids[0], (long)getpid());
   }
   struct stat st;
   while (stat(argv[2], &st) != 0) lr_nap(10);
