@@ -15,7 +15,6 @@ import { readStat } from '../proc/stat.js';
 import { processChildren } from '../proc/tasks.js';
 import { LazySession, sourceCache, type CustodyTag } from '../restore/lazy.js';
 import type { ImageStore } from '../store/index.js';
-import { PAGE } from '../restore/sys.js';
 import type { Custody, DeadJournal } from './index.js';
 import { parseJournal, type Journal, type JournalTask } from './journal.js';
 
@@ -94,8 +93,8 @@ function takeOver(
     if (d.marker === t.id) reason = 'the daemon died while reading its uffd (an event may be lost)';
     else if (journal.uncertain.has(t.id)) reason = 'its journal has an unreadable line';
     else if (fd === undefined) reason = 'its uffd was not in custody';
-    else if (t.ops.some((op) => op.kind === 'range' && (op.object !== 0 || op.unit !== PAGE)))
-      reason = 'it has lazy shared memory or huge pages, which a successor cannot take over yet';
+    else if (t.ops.some((op) => op.kind === 'range' && op.object !== 0))
+      reason = 'it has lazy shared memory, which a successor cannot take over yet';
     if (reason !== null) {
       kill(ctx, journal, t, reason);
       continue;
@@ -116,7 +115,9 @@ function adopt(ctx: Context, t: JournalTask, name: string, fd: number): void {
   // Paused until the state is replayed: the faults and events queued while no daemon ran must meet it whole.
   const id = service.addTask(fd, entry.source, t.tag.pid ?? 0, tag, true);
   for (const op of t.ops) {
-    if (op.kind === 'range') service.addLazyRange(id, op.start, op.len, op.origin);
+    // Pages the predecessor placed are lazy again here, until a copy meets them (EEXIST); a hugetlb range keeps
+    // its huge page unit.
+    if (op.kind === 'range') service.addLazyRange(id, op.start, op.len, op.origin, 0, op.unit);
     else if (op.kind === 'remap') service.applyChange(id, 'remap', op.from, op.to, op.len);
     else service.applyChange(id, op.kind, op.start, op.end);
   }
