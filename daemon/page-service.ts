@@ -167,9 +167,10 @@ export class PageService extends EventEmitter<PageServiceEvents> {
     });
   }
 
-  /** A shared object whose pages are filled once for every task mapping it (see addLazyRange). */
-  addSharedObject(source: PageSource, size: number): number {
-    return native.pageServiceAddSharedObject(this.#open(), source.handle, size);
+  /** A shared object whose pages are filled once for every task mapping it (see addLazyRange); `tag` (one line)
+   *  is journaled with it when the service has custody. */
+  addSharedObject(source: PageSource, size: number, tag?: string): number {
+    return native.pageServiceAddSharedObject(this.#open(), source.handle, size, tag);
   }
 
   /** [start, start+len) of `task` needs the data the source holds at origin; with `object`, the range maps

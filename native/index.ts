@@ -153,8 +153,9 @@ export interface PageServiceCustody {
   prefix: string;
 }
 
-/** A change of a task's address space a journal recorded (a, b: from/to for remap, start/end otherwise). */
-export type LayoutChange = 'remap' | 'remove' | 'unmap';
+/** A change of a task's lazy state a journal recorded (a, b: from/to for remap, start/end otherwise); `punch` is
+ *  a hole punched through its shared ranges (MADV_REMOVE, as the service told it from MADV_DONTNEED). */
+export type LayoutChange = 'remap' | 'remove' | 'unmap' | 'punch';
 
 /** One message of a unix socket, with the fd it carried (or null). */
 export interface UnixMessage {
@@ -256,8 +257,8 @@ export interface NativeAddon {
   ): number;
   /** A shared object (shmem: MAP_SHARED|MAP_ANONYMOUS, memfd) of `size` bytes
    *  whose data `source` holds by object offset; all its pages start lazy and
-   *  are filled once, through whichever task faults or copies first. */
-  pageServiceAddSharedObject(ps: PageServiceHandle, source: PageSourceHandle, size: number): number;
+   *  are filled once, through whichever task faults or copies first. `tag` (one line) is journaled with it. */
+  pageServiceAddSharedObject(ps: PageServiceHandle, source: PageSourceHandle, size: number, tag?: string): number;
   /** Replay a change a predecessor's journal recorded on `task`'s lazy state. */
   pageServiceApplyChange(
     ps: PageServiceHandle,

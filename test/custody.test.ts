@@ -8,7 +8,16 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, openSync, readdirSync, readFileSync, readlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { native } from '../native/index.js';
 import { DaemonClient } from '../cli/client.js';
@@ -20,7 +29,16 @@ import { ImageStore } from '../daemon/store/index.js';
 import { parseJournal } from '../daemon/custody/journal.js';
 import { repoRoot } from './support/programs.js';
 import { HugePages } from './support/hugepages.js';
-import { killAll, lazyMissing, leftOver, sleep, tempDir, until, Workload } from './support/restore.js';
+import {
+  assertTreeVerified,
+  killAll,
+  lazyMissing,
+  leftOver,
+  sleep,
+  tempDir,
+  until,
+  Workload,
+} from './support/restore.js';
 
 const tmp = tempDir('custody');
 const workloads: Workload[] = [];
@@ -112,12 +130,15 @@ test('the keeper holds fds by name, hands copies back by prefix, and exits once 
   await until('the keeper to exit and remove its socket', () => (existsSync(sock) ? undefined : true));
 });
 
-test('the journal replays ranges, events and forks; a torn line makes its task uncertain', () => {
+test('the journal replays ranges, events, punches, objects and forks; a torn line makes its task uncertain', () => {
   const j = parseJournal(
     [
       'A 1 {"image":"i","mm":"mm:5","pid":5,"start":7}',
+      'O 3 0x200000 {"image":"i","mm":"shmem:9"}',
       'R 1 0x10000 0x4000 0x10000 0 0x1000',
+      'R 1 0x40000 0x4000 0x0 3 0x1000',
       'X 1 0x11000 0x12000',
+      'P 1 0x40000 0x41000',
       'F 1 2',
       'M 2 0x10000 0x20000 0x4000',
       'U 1 0x13000 0x14000',
@@ -125,21 +146,27 @@ test('the journal replays ranges, events and forks; a torn line makes its task u
       'R 3 0x1000',
       'A 4 {"image":"i","mm":"mm:6","pid":6}',
       'R 4 0x1000 0x1',
+      'O 5 0x1000',
     ].join('\n'),
   );
+  assert.deepEqual([...j.objects], [[3, { size: 0x200000, image: 'i', mm: 'shmem:9' }]]);
   const parent = j.tasks.get(1)!;
   assert.equal(parent.gone, true);
-  assert.equal(parent.ops.length, 3);
+  assert.deepEqual(
+    parent.ops.map((o) => o.kind),
+    ['range', 'range', 'remove', 'punch', 'unmap'],
+  );
+  assert.equal((parent.ops[1] as { object: number }).object, 3);
   const child = j.tasks.get(2)!;
   assert.equal(child.tag.pid, null);
   assert.equal(child.parent, 1);
   assert.deepEqual(
     child.ops.map((o) => o.kind),
-    ['range', 'remove', 'remap'],
+    ['range', 'range', 'remove', 'punch', 'remap'],
     'a child starts from its parent at the fork, then has its own events',
   );
-  assert.equal(j.problems.length, 2);
-  assert.deepEqual([...j.uncertain].sort(), [3, 4]);
+  assert.equal(j.problems.length, 3, j.problems.join('\n'));
+  assert.deepEqual([...j.uncertain].sort(), [3, 4], 'an unreadable object line makes no task uncertain by itself');
 });
 
 /** The successor's word on a task it could not take over because the dead daemon was reading its uffd: a correct
@@ -320,12 +347,13 @@ test('kill -9 of the daemon while huge pages are lazy: a new daemon takes the ta
   }
 });
 
-test('tasks with lazy shared memory are killed by a successor, which cannot take them over yet', async (t) => {
+test('kill -9 of the daemon after a hole was punched in lazy shared memory: a new daemon takes the tree over, exactly', async (t) => {
   if (noLazy) return t.skip(`lazy restore unsupported: ${noLazy}`);
   const dir = join(tmp.path, 'shmem');
-  const first = new DaemonProcess(dir);
-  let api = await first.ready();
-  const w = new Workload(join(dir, 's.out'), 'restore_shmem', ['256', join(dir, 's.go')]);
+  let daemon = new DaemonProcess(dir);
+  let api = await daemon.ready();
+  const go = join(dir, 's.go');
+  const w = new Workload(join(dir, 's.out'), 'restore_shmem', ['64', go, 'punchwait']);
   workloads.push(w);
   await w.started();
   const m = await w.waitOutput(/^READY (\d+) (\d+) (\d+)$/m);
@@ -334,20 +362,44 @@ test('tasks with lazy shared memory are killed by a successor, which cannot take
   await api.dump({ pid: tree[0]!, name: 's' });
   await w.reaped();
   assert.deepEqual(await leftOver(tree), []);
-  await restoreRunning(api, 's');
-  const tasks = await api.tasks();
-  assert.ok(
-    tasks.some((x) => x.lazyPages > 0),
-    'pages are still lazy when the daemon dies',
-  );
-  await first.kill9();
-
-  const second = new DaemonProcess(dir);
-  api = await second.ready();
-  await until('the kills in the log', () => (/custody: killed process/.test(second.log) ? true : undefined));
-  assert.match(second.log, /it has lazy shared memory, which a successor cannot take over yet/);
-  assert.deepEqual(await leftOver(tree), [], 'the whole tree is gone');
-  assert.doesNotMatch(w.output(), /VERIFY/, 'no process read its memory');
-  second.child.kill('SIGTERM');
-  await until('the daemon to stop', () => (second.child.exitCode !== null ? true : undefined));
+  const dumpedSize = w.output().length;
+  let taken = false;
+  for (let attempt = 1; attempt <= ATTEMPTS && !taken; attempt++) {
+    truncateSync(w.out, dumpedSize);
+    rmSync(go, { force: true });
+    rmSync(`${go}.2`, { force: true });
+    // Without prefetch the punched MiB is still lazy when the parent punches it: after the takeover it must read
+    // zero (the journaled punch), not its image data, and the rest must still arrive.
+    await restoreRunning(api, 's', false);
+    writeFileSync(go, '');
+    const punched = await until('the punch, or the tree killed', () =>
+      /^PUNCHED$/m.test(w.output()) ? true : tree.every((p) => !existsSync(`/proc/${p}`)) ? false : undefined,
+    );
+    if (!punched) {
+      // The madvise raced the service's scan: killed with a named error, a correct outcome; tried again.
+      t.diagnostic(`attempt ${attempt}: the tree was killed (MADV_REMOVE raced the scan)`);
+      continue;
+    }
+    assert.ok(
+      (await api.tasks()).some((x) => x.lazyPages > 0),
+      'pages are still lazy when the daemon dies',
+    );
+    await daemon.kill9();
+    daemon = new DaemonProcess(dir);
+    api = await daemon.ready();
+    if (MARKER_KILL.test(daemon.log)) {
+      t.diagnostic(`attempt ${attempt}: the daemon died inside a read of a uffd; the tree was killed`);
+      assert.deepEqual(await leftOver(tree), []);
+      continue;
+    }
+    assert.match(daemon.log, /custody: took over 3 task\(s\)/, daemon.log);
+    writeFileSync(`${go}.2`, '');
+    await w.waitOutput(/^ALL OK$/m, 60_000);
+    assertTreeVerified(w.output());
+    taken = true;
+  }
+  assert.ok(taken, `taken over in one of ${ATTEMPTS} attempts`);
+  assert.deepEqual(await leftOver(tree), []);
+  daemon.child.kill('SIGTERM');
+  await until('the daemon to stop', () => (daemon.child.exitCode !== null ? true : undefined));
 });

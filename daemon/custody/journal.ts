@@ -11,7 +11,9 @@
  *   F <parent> <child>             UFFD_EVENT_FORK
  *   M <id> <from> <to> <len>       UFFD_EVENT_REMAP
  *   X <id> <start> <end>           UFFD_EVENT_REMOVE
+ *   P <id> <start> <end>           a hole punched (MADV_REMOVE, as the service told it) through its shared ranges
  *   U <id> <start> <end>           UFFD_EVENT_UNMAP
+ *   O <object> <size> <tag JSON>   a shared object (tag: the image and address space of its data)
  *   G <id>                         gone (complete, exited or released: its uffd is closed)
  *   N <text>                       a note ("released": the daemon stopped; "adopted <prefix>": a takeover finished)
  * Page copies are not journaled: a page already in place makes UFFDIO_COPY fail with EEXIST, which counts as done.
@@ -22,7 +24,14 @@ export type ReplayOp =
   /** object: the shared object the range maps (0 for private memory); unit: its page size. */
   | { kind: 'range'; start: number; len: number; origin: number; object: number; unit: number }
   | { kind: 'remap'; from: number; to: number; len: number }
-  | { kind: 'remove' | 'unmap'; start: number; end: number };
+  | { kind: 'remove' | 'unmap' | 'punch'; start: number; end: number };
+
+/** A shared object, as its O line gave it. */
+export interface JournalObject {
+  size: number;
+  image: string;
+  mm: string;
+}
 
 export interface JournalTask {
   id: number;
@@ -36,6 +45,8 @@ export interface JournalTask {
 
 export interface Journal {
   tasks: Map<number, JournalTask>;
+  /** Shared objects by the predecessor's object id. */
+  objects: Map<number, JournalObject>;
   notes: string[];
   /** Lines that could not be read (a torn last line, an unknown record): named in the recovery log. */
   problems: string[];
@@ -97,8 +108,16 @@ function applyLine(j: Journal, line: string): void {
       return;
     case 'X':
     case 'U':
-      task(num(f[0])).ops.push({ kind: code === 'X' ? 'remove' : 'unmap', start: num(f[1]), end: num(f[2]) });
+    case 'P': {
+      const kind = code === 'X' ? 'remove' : code === 'U' ? 'unmap' : 'punch';
+      task(num(f[0])).ops.push({ kind, start: num(f[1]), end: num(f[2]) });
       return;
+    }
+    case 'O': {
+      const { image, mm } = parseTag(f.slice(2).join(' '));
+      j.objects.set(num(f[0]), { size: num(f[1]), image, mm });
+      return;
+    }
     case 'G':
       task(num(f[0])).gone = true;
       return;
@@ -111,7 +130,7 @@ function applyLine(j: Journal, line: string): void {
 }
 
 export function parseJournal(text: string): Journal {
-  const j: Journal = { tasks: new Map(), notes: [], problems: [], uncertain: new Set() };
+  const j: Journal = { tasks: new Map(), objects: new Map(), notes: [], problems: [], uncertain: new Set() };
   const lines = text.split('\n');
   // A journal ends with a newline; anything after the last one is a write that did not complete.
   const torn = lines.pop();
@@ -122,7 +141,8 @@ export function parseJournal(text: string): Journal {
       applyLine(j, line);
     } catch (e) {
       j.problems.push(`${(e as Error).message}: ${line.slice(0, 80)}`);
-      const id = Number(line.split(' ')[line.startsWith('F ') ? 2 : 1]);
+      // An object line names no task: the tasks mapping an object it lacks are found at the takeover.
+      const id = line.startsWith('O ') ? NaN : Number(line.split(' ')[line.startsWith('F ') ? 2 : 1]);
       if (Number.isSafeInteger(id)) j.uncertain.add(id);
     }
   });

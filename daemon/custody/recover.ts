@@ -83,24 +83,26 @@ function takeOver(
   fds: Map<string, number>,
   superseded: Set<string>,
 ): void {
-  const live = [...journal.tasks.values()].filter((t) => !t.gone);
+  // An adoption record of a takeover that did not finish: its predecessor's journal still counts.
+  const live = [...journal.tasks.values()].filter(
+    (t) => !t.gone && (t.tag.from === undefined || superseded.has(t.tag.from.slice(0, t.tag.from.lastIndexOf('-')))),
+  );
+  const reasons = new Map<number, string>();
+  for (const t of live) {
+    const reason = reasonToKill(d, journal, t, fds.get(`${d.prefix}-${t.id}`));
+    if (reason !== null) reasons.set(t.id, reason);
+  }
+  spreadToSharers(live, reasons);
+  const objects = new Map<number, number>();
   for (const t of live) {
     const name = `${d.prefix}-${t.id}`;
-    // An adoption record of a takeover that did not finish: its predecessor's journal still counts.
-    if (t.tag.from !== undefined && !superseded.has(t.tag.from.slice(0, t.tag.from.lastIndexOf('-')))) continue;
-    const fd = fds.get(name);
-    let reason: string | null = null;
-    if (d.marker === t.id) reason = 'the daemon died while reading its uffd (an event may be lost)';
-    else if (journal.uncertain.has(t.id)) reason = 'its journal has an unreadable line';
-    else if (fd === undefined) reason = 'its uffd was not in custody';
-    else if (t.ops.some((op) => op.kind === 'range' && op.object !== 0))
-      reason = 'it has lazy shared memory, which a successor cannot take over yet';
-    if (reason !== null) {
+    const reason = reasons.get(t.id);
+    if (reason !== undefined) {
       kill(ctx, journal, t, reason);
       continue;
     }
     try {
-      adopt(ctx, t, name, fd!);
+      adopt(ctx, journal, t, name, fds.get(name)!, objects);
       ctx.owned.add(name); // the page service owns this fd now
     } catch (e) {
       kill(ctx, journal, t, `it could not be served again: ${(e as Error).message}`);
@@ -108,7 +110,46 @@ function takeOver(
   }
 }
 
-function adopt(ctx: Context, t: JournalTask, name: string, fd: number): void {
+/** Why a task cannot be taken over exactly, or null. */
+function reasonToKill(d: DeadJournal, journal: Journal, t: JournalTask, fd: number | undefined): string | null {
+  if (d.marker === t.id) return 'the daemon died while reading its uffd (an event may be lost)';
+  if (journal.uncertain.has(t.id)) return 'its journal has an unreadable line';
+  if (fd === undefined) return 'its uffd was not in custody';
+  const lost = [...objectsOf(t)].find((o) => !journal.objects.has(o));
+  if (lost !== undefined) return `the journal line of its shared object ${lost} is missing or unreadable`;
+  return null;
+}
+
+function objectsOf(t: JournalTask): Set<number> {
+  return new Set(t.ops.flatMap((op) => (op.kind === 'range' && op.object !== 0 ? [op.object] : [])));
+}
+
+/** A lost event of one task may have been a hole punched in an object it shares: everyone mapping that object
+ *  goes with it. */
+function spreadToSharers(live: JournalTask[], reasons: Map<number, string>): void {
+  for (let changed = true; changed;) {
+    changed = false;
+    for (const t of live) {
+      if (!reasons.has(t.id)) continue;
+      const shared = objectsOf(t);
+      for (const u of live) {
+        if (reasons.has(u.id) || ![...objectsOf(u)].some((o) => shared.has(o))) continue;
+        const who = t.tag.pid !== null ? `process ${t.tag.pid}` : 'a forked task';
+        reasons.set(u.id, `it shares memory with ${who}, which cannot be taken over`);
+        changed = true;
+      }
+    }
+  }
+}
+
+function adopt(
+  ctx: Context,
+  journal: Journal,
+  t: JournalTask,
+  name: string,
+  fd: number,
+  objects: Map<number, number>,
+): void {
   const { service } = ctx;
   const entry = sourceCache.get(t.tag.image, t.tag.mm);
   const tag: CustodyTag & { from: string } = { ...t.tag, from: name };
@@ -116,15 +157,28 @@ function adopt(ctx: Context, t: JournalTask, name: string, fd: number): void {
   const id = service.addTask(fd, entry.source, t.tag.pid ?? 0, tag, true);
   for (const op of t.ops) {
     // Pages the predecessor placed are lazy again here, until a copy meets them (EEXIST); a hugetlb range keeps
-    // its huge page unit.
-    if (op.kind === 'range') service.addLazyRange(id, op.start, op.len, op.origin, 0, op.unit);
-    else if (op.kind === 'remap') service.applyChange(id, 'remap', op.from, op.to, op.len);
+    // its huge page unit, a shared range maps the object made again here.
+    if (op.kind === 'range') {
+      const object = op.object === 0 ? 0 : sharedObject(ctx, journal, op.object, objects);
+      service.addLazyRange(id, op.start, op.len, op.origin, object, op.unit);
+    } else if (op.kind === 'remap') service.applyChange(id, 'remap', op.from, op.to, op.len);
     else service.applyChange(id, op.kind, op.start, op.end);
   }
   service.setBackground(id, true);
   service.resume(id);
   session(ctx, t.tag.image).adopt(id, t.tag.pid ?? 0, entry);
   ctx.report.adopted.push({ pid: t.tag.pid, image: t.tag.image, from: name });
+}
+
+/** The object of this page service standing for the predecessor's `object`, made on first use. */
+function sharedObject(ctx: Context, journal: Journal, object: number, objects: Map<number, number>): number {
+  let ours = objects.get(object);
+  if (ours === undefined) {
+    const o = journal.objects.get(object)!;
+    ours = session(ctx, o.image).adoptShared(o.mm, o.size);
+    objects.set(object, ours);
+  }
+  return ours;
 }
 
 /** One lazy session per image feeds its sources and kills the adopted tasks if the store cannot give a page. */

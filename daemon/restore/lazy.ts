@@ -239,7 +239,7 @@ interface Served {
 export class LazySession {
   private readonly served = new Map<number, Served>();
   private readonly entries = new Set<SourceEntry>();
-  /** By shmem id. */
+  /** By the address space of their data (`shmem:<id>`). */
   private readonly shared = new Map<string, SharedServed>();
   /** Every source this restore feeds, by PageSource id (`need` events name the source). */
   private readonly bySource = new Map<number, SourceEntry>();
@@ -354,17 +354,28 @@ export class LazySession {
   /** The service's object for shared object `id`, made on first use: its data is fetched once for every task
    *  that maps it, and each page is filled once, through whichever task needs it first. */
   private sharedObject(ctx: RestoreContext, id: string): SharedServed {
-    let s = this.shared.get(id);
+    return this.sharedObjectOf(shmemMmId(id), Math.ceil(ctx.img.shmem.get(id)!.size / PAGE) * PAGE);
+  }
+
+  private sharedObjectOf(mm: string, size: number): SharedServed {
+    let s = this.shared.get(mm);
     if (!s) {
-      const entry = sourceCache.get(this.imageId, shmemMmId(id));
-      const size = Math.ceil(ctx.img.shmem.get(id)!.size / PAGE) * PAGE;
-      s = { entry, object: this.service.addSharedObject(entry.source, size) };
+      const entry = sourceCache.get(this.imageId, mm);
+      // Journaled with the object (custody), so that a successor finds its data again.
+      const tag = JSON.stringify({ image: this.imageId, mm });
+      s = { entry, object: this.service.addSharedObject(entry.source, size, tag) };
       // One user for the whole restore: the object's data is needed until every task is complete.
       entry.users++;
       this.addEntry(entry);
-      this.shared.set(id, s);
+      this.shared.set(mm, s);
     }
     return s;
+  }
+
+  /** A shared object a predecessor served (daemon/custody/recover.ts), made again in this page service; returns
+   *  its id here. */
+  adoptShared(mm: string, size: number): number {
+    return this.sharedObjectOf(mm, size).object;
   }
 
   private releaseShared(): void {

@@ -313,6 +313,16 @@ void PrepareUffd(Napi::Env env, int fd) {
   }
 }
 
+// A journal tag: one line of text, or empty when not given.
+std::string ToTag(const Napi::Value& v) {
+  if (!v.IsString()) return "";
+  std::string tag = v.As<Napi::String>().Utf8Value();
+  if (tag.find('\n') != std::string::npos) {
+    throw Napi::RangeError::New(v.Env(), "tag must not contain a newline");
+  }
+  return tag;
+}
+
 Napi::Value PageServiceAddTask(const Napi::CallbackInfo& info) {
   ServiceBinding& b = OpenService(info[0]);
   uint64_t fd = ToU64(info[1], "uffd");
@@ -320,13 +330,7 @@ Napi::Value PageServiceAddTask(const Napi::CallbackInfo& info) {
   std::shared_ptr<PageSource> source = UnwrapSource(info[2]);
   uint64_t pid = info[3].IsUndefined() ? 0 : ToU64(info[3], "pid");
   if (pid > INT32_MAX) throw Napi::RangeError::New(info.Env(), "pid out of range");
-  std::string tag;
-  if (info[4].IsString()) {
-    tag = info[4].As<Napi::String>().Utf8Value();
-    if (tag.find('\n') != std::string::npos) {
-      throw Napi::RangeError::New(info.Env(), "tag must not contain a newline");
-    }
-  }
+  std::string tag = ToTag(info[4]);
   if (!info[5].IsUndefined() && !info[5].IsBoolean()) {
     throw Napi::TypeError::New(info.Env(), "paused must be a boolean");
   }
@@ -343,7 +347,8 @@ Napi::Value PageServiceAddSharedObject(const Napi::CallbackInfo& info) {
   std::shared_ptr<PageSource> source = UnwrapSource(info[1]);
   uint64_t size = ToPageAligned(info[2], "size");
   if (size == 0) throw Napi::RangeError::New(info.Env(), "size must not be 0");
-  return Napi::Number::New(info.Env(), b.service->AddSharedObject(std::move(source), size));
+  return Napi::Number::New(info.Env(),
+                           b.service->AddSharedObject(std::move(source), size, ToTag(info[3])));
 }
 
 Napi::Value PageServiceApplyChange(const Napi::CallbackInfo& info) {
@@ -357,8 +362,10 @@ Napi::Value PageServiceApplyChange(const Napi::CallbackInfo& info) {
     change = Change::kRemove;
   } else if (kind == "unmap") {
     change = Change::kUnmap;
+  } else if (kind == "punch") {
+    change = Change::kPunch;
   } else {
-    throw Napi::TypeError::New(info.Env(), "kind must be 'remap', 'remove' or 'unmap'");
+    throw Napi::TypeError::New(info.Env(), "kind must be 'remap', 'remove', 'unmap' or 'punch'");
   }
   uint64_t a = ToPageAligned(info[3], "a");
   uint64_t c2 = ToPageAligned(info[4], "b");

@@ -8,8 +8,9 @@
 //  - the fd of every task it holds is also deposited with a custodian (the
 //    keeper process, or systemd's fd store) under "<prefix>-<task id>";
 //  - every change of a task's lazy state (adoption, ranges, fork, remap,
-//    remove, unmap, gone) is appended to a journal, one line per write(2),
-//    by the service thread, before the change is acted upon;
+//    remove, hole punch, unmap, gone) and every shared object is appended to
+//    a journal, one line per write(2), by the service thread, before the
+//    change is acted upon;
 //  - a marker word holds the id of the task whose uffd is being read, from
 //    just before read(2) until the events that read returned are journaled
 //    (and a forked child's fd deposited). A crash inside that window may

@@ -120,12 +120,14 @@ uint32_t Service::AddTask(int fd, std::shared_ptr<PageSource> source, int pid, s
   return id;
 }
 
-uint32_t Service::AddSharedObject(std::shared_ptr<PageSource> source, uint64_t size) {
+uint32_t Service::AddSharedObject(std::shared_ptr<PageSource> source, uint64_t size,
+                                  std::string tag) {
   uint32_t id = next_object_.fetch_add(1);
   source->AddListener(weak_from_this());
   Command cmd(Command::kAddObject);
   cmd.object = id;
   cmd.a = size;
+  cmd.text = std::move(tag);
   cmd.source = std::move(source);
   Post(std::move(cmd));
   return id;
@@ -313,6 +315,9 @@ void Service::Apply(Command& cmd) {
     return;
   }
   if (cmd.kind == Command::kAddObject) {
+    if (custody_) {
+      Journal(nullptr, "O " + std::to_string(cmd.object) + " " + Hex(cmd.a) + " " + cmd.text);
+    }
     objects_[cmd.object] = std::make_shared<SharedObject>(cmd.object, std::move(cmd.source), cmd.a);
     return;
   }
@@ -323,8 +328,8 @@ void Service::Apply(Command& cmd) {
   switch (cmd.kind) {
     case Command::kAddRange: {
       if (custody_) {
-        // The object and the page size too: a successor cannot take over
-        // shared or huge-page ranges yet, and must know it has them.
+        // The object and the page size too: a successor replays the range
+        // into the object it recreates from the object's own line (O).
         Journal(t, "R " + std::to_string(t->id) + " " + Hex(cmd.a) + " " + Hex(cmd.b) + " " +
                        Hex(cmd.c) + " " + std::to_string(cmd.object) + " " + Hex(cmd.unit));
       }
@@ -526,6 +531,9 @@ void Service::OnRemove(Task* t, uint64_t a, uint64_t b) {
   // Shared pages already filled are right either way (kept, or punched and
   // then served as zero by OnFault); only lazy ones depend on the advice.
   if (t->lazy.SharedLazyIn(a, b) == 0) return;
+  // Replayed by a successor (the task is paused until the journal is): the
+  // advice was decided when the event came, and a punch journaled after it.
+  if (t->paused) return;
   for (const Madvise& m : t->madvises) {
     if (m.start > a || b > m.end) continue;
     if (m.advice == MADV_REMOVE && t->lazy.PartialLazyUnit(a, b)) {
@@ -537,11 +545,7 @@ void Service::OnRemove(Task* t, uint64_t a, uint64_t b) {
                       ": MADV_REMOVE of part of a huge page of a shared object that is still lazy)",
                   true);
     }
-    if (m.advice == MADV_REMOVE) {
-      t->lazy.Punch(a, b);
-      shared_changed_ = true;
-      return;
-    }
+    if (m.advice == MADV_REMOVE) return ChangeLayout(t, Change::kPunch, a, b, 0);
     if (m.advice == MADV_DONTNEED || m.advice == MADV_DONTNEED_LOCKED) return;
   }
   Fail(t, EPROTO, "read",
@@ -586,7 +590,7 @@ void Service::Dispatch(Task* t, const uffd_msg& msg) {
 // The lazy state follows the address space; the journal first, so that a
 // successor never knows less than the state acted upon.
 void Service::ChangeLayout(Task* t, Change change, uint64_t a, uint64_t b, uint64_t c) {
-  static const char kCodes[] = {'M', 'X', 'U'};
+  static const char kCodes[] = {'M', 'X', 'U', 'P'};
   if (custody_) {
     std::string line = std::string(1, kCodes[static_cast<int>(change)]) + " " +
                        std::to_string(t->id) + " " + Hex(a) + " " + Hex(b);
@@ -605,6 +609,10 @@ void Service::ChangeLayout(Task* t, Change change, uint64_t a, uint64_t b, uint6
     case Change::kUnmap:
       t->lazy.Drop(a, b);
       RequeueParked(t, a, b);
+      break;
+    case Change::kPunch:
+      t->lazy.Punch(a, b);
+      shared_changed_ = true;
       break;
   }
   Touch(t);

@@ -60,7 +60,10 @@ enum class EventType : uint8_t {
 
 // A change of a task's address space, as an event reports it or as a
 // successor replays it from the journal.
-enum class Change : uint8_t { kRemap, kRemove, kUnmap };
+// kPunch: a hole punched (MADV_REMOVE) through the shared ranges of a task,
+// as the service decided it for a REMOVE event; journaled on its own, so
+// that a successor replays the decision instead of remaking it.
+enum class Change : uint8_t { kRemap, kRemove, kUnmap, kPunch };
 
 struct TaskStats {
   uint32_t task = 0;
@@ -138,7 +141,9 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   bool IssuedTask(uint32_t id) const { return id > 0 && id < next_id_.load(); }
   // JS thread: a shared object of `size` bytes whose data `source` holds by
   // object offset; every page starts lazy. Returns its id.
-  uint32_t AddSharedObject(std::shared_ptr<PageSource> source, uint64_t size);
+  // `tag` (one line) is journaled with the object, for a successor to find
+  // its data again.
+  uint32_t AddSharedObject(std::shared_ptr<PageSource> source, uint64_t size, std::string tag = "");
   bool IssuedObject(uint32_t id) const { return id > 0 && id < next_object_.load(); }
   // `object` 0: a private range with data at origin; else a mapping of that
   // shared object from offset `origin`.

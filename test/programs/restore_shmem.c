@@ -11,7 +11,9 @@
  * mapping; the hole reads zero in every process, the other two keep their
  * data. With "forkremove", after GOFILE the parent forks a new child that
  * punches the same hole and exits, then goes on as without events.
- * Usage: restore_shmem SIZE_MIB GOFILE [events|forkremove] */
+ * With "punchwait": as with "events", but the parent prints "PUNCHED" after
+ * its madvise calls and waits for GOFILE.2 before it goes on.
+ * Usage: restore_shmem SIZE_MIB GOFILE [events|forkremove|punchwait] */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
@@ -37,9 +39,11 @@
 static char role[16] = "parent";
 
 int main(int argc, char **argv) {
-  if (argc != 3 && argc != 4) LR_DIE("usage: restore_shmem SIZE_MIB GOFILE [events]");
+  if (argc != 3 && argc != 4)
+    LR_DIE("usage: restore_shmem SIZE_MIB GOFILE [events|forkremove|punchwait]");
   const size_t len = (size_t)atol(argv[1]) * MIB;
-  const int events = argc == 4 && strcmp(argv[3], "events") == 0;
+  const int punchwait = argc == 4 && strcmp(argv[3], "punchwait") == 0;
+  const int events = punchwait || (argc == 4 && strcmp(argv[3], "events") == 0);
   const int forkremove = argc == 4 && strcmp(argv[3], "forkremove") == 0;
   unsigned char *anon = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (anon == MAP_FAILED) LR_DIE("mmap anon failed");
@@ -76,6 +80,12 @@ int main(int argc, char **argv) {
       if (madvise(anon + hole, MIB, MADV_REMOVE) != 0) LR_DIE("MADV_REMOVE: %s", strerror(errno));
       if (madvise(anon + dropped, MIB, MADV_DONTNEED) != 0)
         LR_DIE("MADV_DONTNEED: %s", strerror(errno));
+    }
+    if (punchwait) {
+      char go2[4096];
+      snprintf(go2, sizeof go2, "%s.2", argv[2]);
+      lr_say("PUNCHED\n");
+      while (stat(go2, &st) != 0) lr_nap(10);
     }
     lr_fill_object_page(anon + mark0, SEED_MARK, mark0);
     ctl[0] = 1;
