@@ -127,13 +127,14 @@ function objectsOf(t: JournalTask): Set<number> {
 /** A lost event of one task may have been a hole punched in an object it shares: everyone mapping that object
  *  goes with it. */
 function spreadToSharers(live: JournalTask[], reasons: Map<number, string>): void {
+  const objects = new Map(live.map((t) => [t.id, objectsOf(t)]));
   for (let changed = true; changed;) {
     changed = false;
     for (const t of live) {
       if (!reasons.has(t.id)) continue;
-      const shared = objectsOf(t);
+      const shared = objects.get(t.id)!;
       for (const u of live) {
-        if (reasons.has(u.id) || ![...objectsOf(u)].some((o) => shared.has(o))) continue;
+        if (reasons.has(u.id) || ![...objects.get(u.id)!].some((o) => shared.has(o))) continue;
         const who = t.tag.pid !== null ? `process ${t.tag.pid}` : 'a forked task';
         reasons.set(u.id, `it shares memory with ${who}, which cannot be taken over`);
         changed = true;

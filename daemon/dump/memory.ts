@@ -7,6 +7,7 @@
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import {
   anonPageToDump,
+  mapFilesPath,
   PAGE_SIZE,
   PM_HI,
   privatePageRuns,
@@ -82,10 +83,6 @@ export interface MemoryPlan {
 
 export function hexRange(v: { start: number; end: number }): string {
   return `0x${v.start.toString(16)}-0x${v.end.toString(16)}`;
-}
-
-function mapFilesPath(pid: number, v: { start: number; end: number }): string {
-  return `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
 }
 
 function prot(v: SmapsVma): number {

@@ -52,6 +52,11 @@ export function isNoSuchProcess(e: unknown): e is NoSuchProcessError {
 }
 
 /** The path of a file of a process, or of one of its threads when `tid` is given. */
+/** /proc/<pid>/map_files/<start>-<end>: the file of the mapping at [start, end) (proc(5)). */
+export function mapFilesPath(pid: number, v: { start: number; end: number }): string {
+  return procPath(pid, `map_files/${v.start.toString(16)}-${v.end.toString(16)}`);
+}
+
 export function procPath(pid: number, rel: string, tid?: number): string {
   checkPid(pid);
   if (tid === undefined) return `/proc/${pid}/${rel}`;

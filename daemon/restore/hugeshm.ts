@@ -7,19 +7,14 @@
  * task, with /proc/<pid>/mem, which faults the huge pages in (each a page of the object's page cache, seen by every
  * later mapping). A lazy object is left empty: its huge pages arrive through the uffds of the tasks that map it.
  */
-import { ftruncateSync, openSync } from 'node:fs';
+import { ftruncateSync } from 'node:fs';
 import { native } from '../../native/index.js';
-import { shmemMmId, type ShmemRecord } from '../dump/image.js';
+import type { ShmemRecord } from '../dump/image.js';
 import type { ProcTask, RestoreContext } from './context.js';
 import type { NodeFiles } from './files.js';
 import { writeMem } from './inject.js';
-import { forEachDataRun } from './objects.js';
-import { MAP, MAP_HUGE_SHIFT, PROT, SYS } from './sys.js';
-
-/** memfd_create(2): MFD_ALLOW_SEALING, MFD_HUGETLB; the log2 of the huge page size goes at MFD_HUGE_SHIFT. */
-const MFD_ALLOW_SEALING = 2;
-const MFD_HUGETLB = 4;
-const MFD_HUGE_SHIFT = 26;
+import { anonObjectInTask, writeObject } from './objects.js';
+import { MAP, MAP_HUGE_SHIFT, MFD, MFD_HUGE_SHIFT, PROT, SYS } from './sys.js';
 
 /** Creates hugetlb object `id` for the tree (its fd kept in `files`) and writes its contents when it is not lazy;
  *  returns the bytes written. */
@@ -34,15 +29,7 @@ export async function createHugeShmem(
   const at =
     rec.kind === 'memfd' ? await createMemfd(ctx, task, files, rec, lazy) : await createAnon(ctx, task, files, rec);
   if (at === null) return 0;
-  let bytes = 0;
-  if (!lazy) {
-    for await (const w of ctx.store.pages(ctx.img.id, shmemMmId(id))) {
-      forEachDataRun(w, (off, data) => {
-        writeMem(task.memFd, at + off, data);
-        bytes += data.length;
-      });
-    }
-  }
+  const bytes = lazy ? 0 : await writeObject(ctx, id, (off, data) => writeMem(task.memFd, at + off, data));
   const b = ctx.batch(task);
   b.call(`munmap(shared object ${id})`, SYS.munmap, [at, rec.size]);
   await b.run();
@@ -57,12 +44,9 @@ function hugeBits(rec: ShmemRecord): number {
  *  hugetlbfs file like the original; its file is reopened through map_files and outlives the mapping. Returns
  *  where the task maps it (until createHugeShmem unmaps it). */
 async function createAnon(ctx: RestoreContext, task: ProcTask, files: NodeFiles, rec: ShmemRecord): Promise<number> {
-  const b = ctx.batch(task);
-  const flags = MAP.SHARED | MAP.ANONYMOUS | MAP.HUGETLB | (hugeBits(rec) << MAP_HUGE_SHIFT);
-  b.call(`mmap(shared hugetlb object ${rec.id})`, SYS.mmap, [0, rec.size, PROT.READ | PROT.WRITE, flags, -1, 0]);
-  const at = Number((await b.run())[0]);
-  const path = `/proc/${task.pid}/map_files/${at.toString(16)}-${(at + rec.size).toString(16)}`;
-  files.setShmemFd(rec.id, openSync(path, 'r+'));
+  const flags = MAP.HUGETLB | (hugeBits(rec) << MAP_HUGE_SHIFT);
+  const { at, fd } = await anonObjectInTask(ctx, task, rec.id, rec.size, flags);
+  files.setShmemFd(rec.id, fd);
   return at;
 }
 
@@ -75,8 +59,8 @@ async function createMemfd(
   rec: ShmemRecord,
   lazy: boolean,
 ): Promise<number | null> {
-  const sealing = rec.seals === 0 ? MFD_ALLOW_SEALING : 0;
-  const fd = native.memfdCreate(rec.name ?? '', MFD_HUGETLB | (hugeBits(rec) << MFD_HUGE_SHIFT) | sealing);
+  const sealing = rec.seals === 0 ? MFD.ALLOW_SEALING : 0;
+  const fd = native.memfdCreate(rec.name ?? '', MFD.HUGETLB | (hugeBits(rec) << MFD_HUGE_SHIFT) | sealing);
   files.setShmemFd(rec.id, fd);
   ftruncateSync(fd, rec.size);
   if (lazy) return null;

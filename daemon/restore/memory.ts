@@ -7,7 +7,7 @@
  * move them to where the dump had them; then map every VMA of the image at its address with its protection and
  * flags, and write the pages that must be present before the task runs (all of them for an eager restore).
  */
-import { ftruncateSync, openSync, readFileSync } from 'node:fs';
+import { ftruncateSync, readFileSync } from 'node:fs';
 import { native, UFFD_FEATURES } from '../../native/index.js';
 import { readMaps, type Vma } from '../proc/index.js';
 import { LazyRestoreError } from '../errors.js';
@@ -18,12 +18,13 @@ import { REGION_SIZE } from './context.js';
 import { writeMem, type Arg, type Batch, type Ref } from './inject.js';
 import type { NodeFiles } from './files.js';
 import type { RestoreImage } from './image.js';
-import { writeObject } from './objects.js';
+import { anonObjectInTask, fileWriter, writeObject } from './objects.js';
 import { attachSysv, isSysvVma, sysvSpans, type SysvSegmentPlan } from './sysv.js';
 import {
   MADV,
   MAP,
   MAP_HUGE_SHIFT,
+  MFD,
   MLOCK_ONFAULT,
   MREMAP_FIXED,
   MREMAP_MAYMOVE,
@@ -328,9 +329,6 @@ export async function clearHelper(ctx: RestoreContext, task: ProcTask, helper: V
   await b.run();
 }
 
-/** MFD_ALLOW_SEALING (memfd_create(2)). */
-const MFD_ALLOW_SEALING = 2;
-
 /**
  * Creates the shared objects this process is the first to map, and writes the contents of those restored eagerly
  * (a lazy one stays empty: its pages arrive through the uffds of the tasks that map it). A memfd is made by the
@@ -350,29 +348,17 @@ export async function createShmem(ctx: RestoreContext, task: ProcTask, files: No
     }
     const size = rec.size;
     if (rec.kind === 'memfd') {
-      const fd = native.memfdCreate(rec.name ?? '', rec.seals === 0 ? MFD_ALLOW_SEALING : 0);
+      const fd = native.memfdCreate(rec.name ?? '', rec.seals === 0 ? MFD.ALLOW_SEALING : 0);
       files.setShmemFd(id, fd);
       ftruncateSync(fd, size);
     } else {
+      const { at, fd } = await anonObjectInTask(ctx, task, id, size);
+      files.setShmemFd(id, fd);
       const b = ctx.batch(task);
-      b.call(`mmap(shared object ${id})`, SYS.mmap, [
-        0,
-        size,
-        PROT.READ | PROT.WRITE,
-        MAP.SHARED | MAP.ANONYMOUS,
-        -1,
-        0,
-      ]);
-      const at = Number((await b.run())[0]);
-      // The object's file, as /dev/zero (deleted) like any shared anonymous mapping; it outlives the mapping.
-      files.setShmemFd(
-        id,
-        openSync(`/proc/${task.pid}/map_files/${at.toString(16)}-${(at + size).toString(16)}`, 'r+'),
-      );
       b.call(`munmap(shared object ${id})`, SYS.munmap, [at, size]);
       await b.run();
     }
-    if (!ctx.lazyShmem.has(id)) bytes += await writeObject(ctx, id, files.shmemFd(id)!);
+    if (!ctx.lazyShmem.has(id)) bytes += await writeObject(ctx, id, fileWriter(files.shmemFd(id)!));
   }
   return bytes;
 }

@@ -1,26 +1,57 @@
 /**
- * Writing a shared object's pages from the image through its file (pwrite(2) on a shmem file: the pages are the
- * object's, seen by every mapping of it). The object's holes stay holes.
+ * Shared objects of a restore (mmap(2), pwrite(2), proc(5) map_files): the file of one made in a task, and its
+ * pages written from the image, each run of pages through a writer given by offset in the object (pwrite on a
+ * shmem file, or a mapping of it for hugetlbfs, which has no write(2)). The object's holes stay holes.
  */
-import { writeSync } from 'node:fs';
+import { openSync, writeSync } from 'node:fs';
 import { shmemMmId } from '../dump/image.js';
-import type { RestoreContext } from './context.js';
-import { PAGE } from './sys.js';
+import { mapFilesPath } from '../proc/index.js';
+import type { ProcTask, RestoreContext } from './context.js';
+import { MAP, PAGE, PROT, SYS } from './sys.js';
 
-/** Writes the stored pages of shared object `id` into `fd`; returns the bytes written. */
-export async function writeObject(ctx: RestoreContext, id: string, fd: number): Promise<number> {
+/** Writes `data` at `offset` of a shared object. */
+export type ObjectWriter = (offset: number, data: Buffer) => void;
+
+/** A writer through the object's file. */
+export function fileWriter(fd: number): ObjectWriter {
+  return (offset, data) => {
+    for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done, offset + done);
+  };
+}
+
+/** Writes the stored pages of shared object `id` through `write`; returns the bytes written. */
+export async function writeObject(ctx: RestoreContext, id: string, write: ObjectWriter): Promise<number> {
   let bytes = 0;
   for await (const w of ctx.store.pages(ctx.img.id, shmemMmId(id))) {
-    forEachDataRun(w, (addr, data) => {
-      for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done, addr + done);
+    forEachDataRun(w, (offset, data) => {
+      write(offset, data);
       bytes += data.length;
     });
   }
   return bytes;
 }
 
+/**
+ * Shared anonymous memory (`flags` adds MAP_HUGETLB and its size for hugetlb) made in the task, so that its file is
+ * one like the original's (/dev/zero or /anon_hugepage, deleted); returns where the task maps it (the caller unmaps
+ * it) and a read-write fd of its file, reopened through map_files, which outlives the mapping.
+ */
+export async function anonObjectInTask(
+  ctx: RestoreContext,
+  task: ProcTask,
+  id: string,
+  size: number,
+  flags = 0,
+): Promise<{ at: number; fd: number }> {
+  const b = ctx.batch(task);
+  const prot = PROT.READ | PROT.WRITE;
+  b.call(`mmap(shared object ${id})`, SYS.mmap, [0, size, prot, MAP.SHARED | MAP.ANONYMOUS | flags, -1, 0]);
+  const at = Number((await b.run())[0]);
+  return { at, fd: openSync(mapFilesPath(task.pid, { start: at, end: at + size }), 'r+') };
+}
+
 /** Calls fn for every run of consecutive pages with data in a window. */
-export function forEachDataRun(
+function forEachDataRun(
   w: { address: number; bitmap: number; data: Buffer },
   fn: (address: number, data: Buffer) => void,
 ): void {

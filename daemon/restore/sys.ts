@@ -34,6 +34,10 @@ export const MAP = {
 /** MAP_HUGE_SHIFT: the log2 of the huge page size goes in bits 26-31 of the mmap flags. */
 export const MAP_HUGE_SHIFT = 26;
 
+/** memfd_create(2) flags; with MFD_HUGETLB the log2 of the huge page size goes at MFD_HUGE_SHIFT. */
+export const MFD = { ALLOW_SEALING: 2, HUGETLB: 4 } as const;
+export const MFD_HUGE_SHIFT = 26;
+
 export const MREMAP_MAYMOVE = 1;
 export const MREMAP_FIXED = 2;
 

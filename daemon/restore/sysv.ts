@@ -16,7 +16,7 @@ import { LazyRestoreError } from '../errors.js';
 import type { ShmemRecord, SysvShmRecord, VmaRecord } from '../dump/image.js';
 import type { RestoreContext } from './context.js';
 import type { RestoreImage } from './image.js';
-import { writeObject } from './objects.js';
+import { fileWriter, writeObject } from './objects.js';
 import type { Batch } from './inject.js';
 import { PAGE, PROT, SHM_RDONLY, SYS } from './sys.js';
 
@@ -199,7 +199,7 @@ export async function fillSysv(ctx: RestoreContext): Promise<number> {
     if (!p.create) continue;
     const fd = native.shmFile(p.rec.shmid);
     try {
-      bytes += await writeObject(ctx, p.id, fd);
+      bytes += await writeObject(ctx, p.id, fileWriter(fd));
     } finally {
       native.closeFd(fd);
     }

@@ -56,12 +56,6 @@ sockaddr_un Address(Napi::Env env, const std::string& path, socklen_t* len) {
   return addr;
 }
 
-int ToFd(const Napi::Value& v, const char* what) {
-  uint64_t fd = ToU64(v, what);
-  if (fd > INT32_MAX) throw Napi::RangeError::New(v.Env(), std::string(what) + " out of range");
-  return static_cast<int>(fd);
-}
-
 Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
@@ -107,9 +101,9 @@ Napi::Value UnixBindDgram(const Napi::CallbackInfo& info) {
 
 Napi::Value UnixSend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int sock = ToFd(info[0], "fd");
+  int sock = ToInt(info[0], "fd");
   if (!info[1].IsString()) throw Napi::TypeError::New(env, "text must be a string");
-  int pass = info[2].IsUndefined() || info[2].IsNull() ? -1 : ToFd(info[2], "passFd");
+  int pass = info[2].IsUndefined() || info[2].IsNull() ? -1 : ToInt(info[2], "passFd");
   int err = SendWithFd(sock, info[1].As<Napi::String>(), pass);
   if (err != 0) ThrowSystemError(env, err, "sendmsg");
   return env.Undefined();
@@ -119,7 +113,7 @@ Napi::Value UnixSend(const Napi::CallbackInfo& info) {
 // or null when the peer has closed the connection.
 Napi::Value UnixRecv(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int sock = ToFd(info[0], "fd");
+  int sock = ToInt(info[0], "fd");
   int timeout = static_cast<int>(ToU64(info[1], "timeoutMs"));
   pollfd p{sock, POLLIN, 0};
   int n;

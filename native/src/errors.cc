@@ -38,4 +38,10 @@ uint64_t ToU64(const Napi::Value& v, const char* what) {
   return static_cast<uint64_t>(d);
 }
 
+int ToInt(const Napi::Value& v, const char* what) {
+  uint64_t n = ToU64(v, what);
+  if (n > INT32_MAX) throw Napi::RangeError::New(v.Env(), std::string(what) + " is out of range");
+  return static_cast<int>(n);
+}
+
 }  // namespace lazyrestore

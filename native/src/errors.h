@@ -25,4 +25,7 @@ std::string ErrnoName(int err);
 // as a double (addresses and lengths cross the boundary as numbers).
 uint64_t ToU64(const Napi::Value& v, const char* what);
 
+// The same, for a value that must fit a non-negative int (an fd, a pid, an IPC id).
+int ToInt(const Napi::Value& v, const char* what);
+
 }  // namespace lazyrestore

@@ -17,12 +17,6 @@
 namespace lazyrestore {
 namespace {
 
-int ToFd(const Napi::Value& v) {
-  uint64_t n = ToU64(v, "fd");
-  if (n > 0x7fffffff) throw Napi::RangeError::New(v.Env(), "fd is out of range");
-  return static_cast<int>(n);
-}
-
 // memfdCreate(name, flags): memfd_create(2) with MFD_CLOEXEC added.
 Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
   if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "name must be a string");
@@ -36,7 +30,7 @@ Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
 // fileSeals(fd): F_GET_SEALS; -1 for a file that cannot be sealed (EINVAL:
 // not a memfd / shmem file).
 Napi::Value FileSeals(const Napi::CallbackInfo& info) {
-  int fd = ToFd(info[0]);
+  int fd = ToInt(info[0], "fd");
   int seals = fcntl(fd, F_GET_SEALS);
   if (seals < 0) {
     if (errno == EINVAL) return Napi::Number::New(info.Env(), -1);

@@ -26,12 +26,6 @@ std::string Hex(uint64_t v) {
   return buf;
 }
 
-int ToInt(const Napi::Value& v, const char* what) {
-  uint64_t n = ToU64(v, what);
-  if (n > 0x7fffffff) throw Napi::RangeError::New(v.Env(), std::string(what) + " is out of range");
-  return static_cast<int>(n);
-}
-
 Napi::Value PidfdOpen(const Napi::CallbackInfo& info) {
   int pid = ToInt(info[0], "pid");
   unsigned flags = static_cast<unsigned>(ToU64(info[1], "flags"));

@@ -24,12 +24,6 @@
 namespace lazyrestore {
 namespace {
 
-int ToShmid(const Napi::Value& v) {
-  uint64_t n = ToU64(v, "shmid");
-  if (n > 0x7fffffff) throw Napi::RangeError::New(v.Env(), "shmid is out of range");
-  return static_cast<int>(n);
-}
-
 std::string IdDetail(int id) { return "shmid " + std::to_string(id); }
 
 // shmGet(key, size, flags): shmget(2); key is a signed 32-bit key_t.
@@ -47,7 +41,7 @@ Napi::Value ShmGet(const Napi::CallbackInfo& info) {
 // id (EINVAL, or EIDRM while it is being removed).
 Napi::Value ShmStat(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int id = ToShmid(info[0]);
+  int id = ToInt(info[0], "shmid");
   struct shmid_ds ds = {};
   if (shmctl(id, IPC_STAT, &ds) < 0) {
     if (errno == EINVAL || errno == EIDRM) return env.Null();
@@ -65,7 +59,7 @@ Napi::Value ShmStat(const Napi::CallbackInfo& info) {
 
 // shmSet(id, uid, gid, mode): IPC_SET of the owner and the permission bits.
 Napi::Value ShmSet(const Napi::CallbackInfo& info) {
-  int id = ToShmid(info[0]);
+  int id = ToInt(info[0], "shmid");
   struct shmid_ds ds = {};
   if (shmctl(id, IPC_STAT, &ds) < 0)
     ThrowSystemError(info.Env(), errno, "shmctl", "IPC_STAT " + IdDetail(id));
@@ -80,7 +74,7 @@ Napi::Value ShmSet(const Napi::CallbackInfo& info) {
 // shmRemove(id): IPC_RMID (the segment goes once its last attach does).
 // Returns false when no segment has this id any more.
 Napi::Value ShmRemove(const Napi::CallbackInfo& info) {
-  int id = ToShmid(info[0]);
+  int id = ToInt(info[0], "shmid");
   if (shmctl(id, IPC_RMID, nullptr) < 0) {
     if (errno == EINVAL || errno == EIDRM) return Napi::Boolean::New(info.Env(), false);
     ThrowSystemError(info.Env(), errno, "shmctl", "IPC_RMID " + IdDetail(id));
@@ -90,7 +84,7 @@ Napi::Value ShmRemove(const Napi::CallbackInfo& info) {
 
 // shmLock(id): SHM_LOCK (its pages are not swapped out).
 Napi::Value ShmLock(const Napi::CallbackInfo& info) {
-  int id = ToShmid(info[0]);
+  int id = ToInt(info[0], "shmid");
   if (shmctl(id, SHM_LOCK, nullptr) < 0)
     ThrowSystemError(info.Env(), errno, "shmctl", "SHM_LOCK " + IdDetail(id));
   return info.Env().Undefined();
@@ -102,7 +96,7 @@ Napi::Value ShmLock(const Napi::CallbackInfo& info) {
 // the file alive after the shmdt.
 Napi::Value ShmFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int id = ToShmid(info[0]);
+  int id = ToInt(info[0], "shmid");
   struct shmid_ds ds = {};
   if (shmctl(id, IPC_STAT, &ds) < 0)
     ThrowSystemError(env, errno, "shmctl", "IPC_STAT " + IdDetail(id));

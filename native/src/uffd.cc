@@ -45,12 +45,6 @@ constexpr const char* kFeatureNames[] = {
     "UFFD_FEATURE_MOVE",
 };
 
-int ToFd(const Napi::Value& v) {
-  uint64_t fd = ToU64(v, "fd");
-  if (fd > INT32_MAX) throw Napi::RangeError::New(v.Env(), "fd out of range");
-  return static_cast<int>(fd);
-}
-
 // Feature masks may use bits above 2^53 (the test of an unknown bit does), so
 // they are accepted as a BigInt or as any integral number below 2^64.
 uint64_t ToFeatures(const Napi::Value& v) {
@@ -133,7 +127,7 @@ Napi::Value UffdProbe(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value UffdApi(const Napi::CallbackInfo& info) {
-  int fd = ToFd(info[0]);
+  int fd = ToInt(info[0], "fd");
   uint64_t features = ToFeatures(info[1]);
   uffdio_api api{};
   api.api = UFFD_API;
@@ -149,7 +143,7 @@ Napi::Value UffdApi(const Napi::CallbackInfo& info) {
 
 Napi::Value UffdRegister(const Napi::CallbackInfo& info) {
   uffdio_register reg{};
-  int fd = ToFd(info[0]);
+  int fd = ToInt(info[0], "fd");
   reg.range.start = ToU64(info[1], "start");
   reg.range.len = ToU64(info[2], "len");
   reg.mode = ToU64(info[3], "mode");
@@ -160,7 +154,7 @@ Napi::Value UffdRegister(const Napi::CallbackInfo& info) {
 
 Napi::Value UffdUnregister(const Napi::CallbackInfo& info) {
   uffdio_range range{};
-  int fd = ToFd(info[0]);
+  int fd = ToInt(info[0], "fd");
   range.start = ToU64(info[1], "start");
   range.len = ToU64(info[2], "len");
   if (ioctl(fd, UFFDIO_UNREGISTER, &range) != 0)
@@ -179,7 +173,7 @@ Napi::Value UffdUnregister(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value UffdCopy(const Napi::CallbackInfo& info) {
-  int fd = ToFd(info[0]);
+  int fd = ToInt(info[0], "fd");
   uint64_t dst = ToU64(info[1], "dst");
   if (!info[2].IsBuffer()) throw Napi::TypeError::New(info.Env(), "data must be a Buffer");
   auto data = info[2].As<Napi::Buffer<uint8_t>>();
@@ -194,7 +188,7 @@ Napi::Value UffdCopy(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value UffdZeropage(const Napi::CallbackInfo& info) {
-  int fd = ToFd(info[0]);
+  int fd = ToInt(info[0], "fd");
   uffdio_zeropage zp{};
   zp.range.start = ToU64(info[1], "start");
   zp.range.len = ToU64(info[2], "len");
@@ -205,7 +199,7 @@ Napi::Value UffdZeropage(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value UffdWake(const Napi::CallbackInfo& info) {
-  int fd = ToFd(info[0]);
+  int fd = ToInt(info[0], "fd");
   uffdio_range range{};
   range.start = ToU64(info[1], "start");
   range.len = ToU64(info[2], "len");
@@ -215,7 +209,7 @@ Napi::Value UffdWake(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
-  int fd = ToFd(info[0]);
+  int fd = ToInt(info[0], "fd");
   // close(2): on Linux the descriptor is released even when close reports
   // EINTR, so it is never retried.
   if (close(fd) != 0 && errno != EINTR) ThrowSystemError(info.Env(), errno, "close");
