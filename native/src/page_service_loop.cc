@@ -618,6 +618,12 @@ void Service::ChangeLayout(Task* t, Change change, uint64_t a, uint64_t b, uint6
   Touch(t);
 }
 
+// Where a page of a task's range comes from: the shared object it maps, or
+// the task's own address space.
+const PageSource& Service::SourceOf(const Task& t, const SharedObject* shared) {
+  return shared != nullptr ? *shared->source : *t.source;
+}
+
 void Service::OnFault(Task* t, uint64_t page, bool write, bool need_sent) {
   const uint64_t unit = t->lazy.UnitAt(page);
   if (unit > kPageSize) return OnHugeFault(t, page & ~(unit - 1), unit, write, need_sent);
@@ -630,7 +636,7 @@ void Service::OnFault(Task* t, uint64_t page, bool write, bool need_sent) {
     // punched by MADV_REMOVE).
     return Resolve(t, Retry{t->id, page, write, need_sent}, Zero(t, page, kPageSize), false, false);
   }
-  const PageSource& source = shared != nullptr ? *shared->source : *t->source;
+  const PageSource& source = SourceOf(*t, shared);
   PageSource::Lookup src = source.Find(origin);
   switch (src.kind) {
     case PageSource::Kind::kData:
@@ -703,7 +709,7 @@ void Service::OnHugeFault(Task* t, uint64_t base, uint64_t unit, bool write, boo
   if (!t->lazy.IsLazy(base, &origin, &shared)) {
     return Resolve(t, rq, Copy(t, base, ZeroHuge(unit), unit), false, false, pages);
   }
-  const PageSource& source = shared != nullptr ? *shared->source : *t->source;
+  const PageSource& source = SourceOf(*t, shared);
   if (!Assemble(source, origin, unit)) {
     for (const Parked& p : t->parked) {
       if (p.page == base) return;
@@ -902,7 +908,7 @@ bool Service::FindBackgroundRun(Task* t, LazyMap::Hit* hit, PageSource::Lookup* 
       // A huge page is copyable only once all of it is in memory.
       const uint64_t base = hit->page & ~(unit - 1);
       const uint64_t origin = hit->origin - (hit->page - base);
-      if (Assemble(hit->shared != nullptr ? *hit->shared->source : *t->source, origin, unit)) {
+      if (Assemble(SourceOf(*t, hit->shared), origin, unit)) {
         hit->page = base;
         hit->origin = origin;
         src->kind = PageSource::Kind::kData;
@@ -913,7 +919,7 @@ bool Service::FindBackgroundRun(Task* t, LazyMap::Hit* hit, PageSource::Lookup* 
       from = base + unit;
       continue;
     }
-    *src = (hit->shared != nullptr ? *hit->shared->source : *t->source).Find(hit->origin);
+    *src = SourceOf(*t, hit->shared).Find(hit->origin);
     if (src->kind != PageSource::Kind::kNone) return true;
     const uint64_t span = hit->range_end - hit->range_start;
     if (src->next == UINT64_MAX || src->next - hit->range_origin >= span) {

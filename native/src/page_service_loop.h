@@ -285,6 +285,7 @@ class Service : public SourceListener, public std::enable_shared_from_this<Servi
   void RetryParked(const PageSource* source);
   void ProcessRetries();
 
+  static const PageSource& SourceOf(const Task& t, const SharedObject* shared);
   void BackgroundStep();
   bool FindBackgroundRun(Task* t, LazyMap::Hit* hit, PageSource::Lookup* src);
   void CopyRun(Task* t, const LazyMap::Hit& hit, const PageSource::Lookup& src, uint64_t pages);
